@@ -1,0 +1,1 @@
+"""Data: the offline synthetic multi-center cohort, NIfTI helpers and missing-channel input preparation."""

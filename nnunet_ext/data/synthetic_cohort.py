@@ -1,0 +1,232 @@
+"""An offline, seeded, multi-center stroke-lesion cohort (DWI, ADC, B0) in nnU-Net raw layout.
+
+Why it is built this way: the missing-modality problem must be real, so each channel carries something
+the others lack.
+  * an ischemic lesion is bright in DWI, dark in ADC (restricted diffusion), mildly bright in B0;
+  * a T2 shine-through mimic is just as bright in DWI but not dark in ADC, and very bright in B0;
+  * an ADC-dark mimic (e.g. blood products) is dark in ADC but not bright in DWI, and dark in B0.
+DWI alone cannot tell lesions from shine-through; ADC or B0 can. Without ADC, B0 still can, except in
+center D, which has no B0 (a zero image, as ISLES'22 in the paper). Centers differ in voxel spacing,
+gain, contrast (gamma), noise and bias field, as scanners do.
+"""
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from nnunet_ext.data.nifti import write_image
+from nnunet_ext.provenance import provenance
+
+CHANNELS = ("DWI", "ADC", "B0")
+
+
+@dataclass(frozen=True)
+class CenterProfile:
+    name: str
+    spacing_zyx: Tuple[float, float, float]  # mm
+    gains: Tuple[float, float, float]        # per channel (DWI, ADC, B0); a gain of 0 means the channel is absent
+    gamma: float                             # contrast: intensity ** gamma
+    noise_std: float                         # relative to the tissue intensity
+    bias_strength: float                     # amplitude of a smooth multiplicative bias field
+
+
+CENTERS: Tuple[CenterProfile, ...] = (
+    CenterProfile("A", (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), 1.0, 0.04, 0.05),
+    CenterProfile("B", (1.5, 1.1, 1.1), (1.6, 0.8, 1.3), 0.85, 0.06, 0.10),
+    CenterProfile("C", (1.2, 1.2, 1.2), (0.7, 1.25, 0.9), 1.2, 0.08, 0.08),
+    CenterProfile("D", (1.0, 1.3, 1.3), (1.2, 1.0, 0.0), 1.1, 0.05, 0.12),  # no B0
+)
+
+# (DWI, ADC, B0) intensities relative to normal tissue = 1, before the center's transform
+_CSF = (0.3, 3.0, 2.5)
+_LESION = (2.4, 0.5, 1.25)
+_SHINE_THROUGH = (2.4, 1.6, 2.6)
+_ADC_DARK = (0.85, 0.5, 0.45)
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    dataset_id: int = 501
+    name: str = "SyntheticStroke"
+    train_per_center: int = 6
+    test_per_center: int = 2
+    size: int = 48                 # voxels a side at 1 mm; the field of view is size mm in every axis
+    seed: int = 0
+    droppable_channels: Tuple[str, ...] = ("ADC",)
+    centers: Tuple[str, ...] = tuple(c.name for c in CENTERS)
+
+    def __post_init__(self):
+        if not 1 <= self.dataset_id <= 999:
+            raise ValueError(f"dataset_id must be in 1..999 (nnU-Net uses three digits), got {self.dataset_id}")
+        if self.train_per_center < 1 or self.test_per_center < 0:
+            raise ValueError("train_per_center must be >= 1 and test_per_center >= 0")
+        if not 24 <= self.size <= 256:
+            raise ValueError(f"size must be in 24..256 voxels, got {self.size}")
+        known = [c.name for c in CENTERS]
+        unknown = [c for c in self.centers if c not in known]
+        if unknown or not self.centers or len(set(self.centers)) != len(self.centers):
+            raise ValueError(f"centers {list(self.centers)} must be distinct names from {known}")
+        bad = [c for c in self.droppable_channels if c not in CHANNELS]
+        if bad:
+            raise ValueError(f"unknown modality {bad[0]!r}; the cohort has {', '.join(CHANNELS)}")
+
+    @property
+    def folder_name(self) -> str:
+        return f"Dataset{self.dataset_id:03d}_{self.name}"
+
+
+def _ellipsoid(coords: Sequence[np.ndarray], center: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    return sum(((c - m) / r) ** 2 for c, m, r in zip(coords, center, radii)) <= 1.0
+
+
+def _blob(coords, center, radius_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Irregular blob: union of one to three ellipsoids around `center`."""
+    mask = _ellipsoid(coords, center, radius_mm * rng.uniform(0.7, 1.3, 3))
+    for _ in range(rng.integers(0, 3)):
+        offset = rng.normal(0, radius_mm * 0.6, 3)
+        mask |= _ellipsoid(coords, center + offset, radius_mm * rng.uniform(0.5, 0.9, 3))
+    return mask
+
+
+def generate_case(center: CenterProfile, size: int, rng: np.random.Generator) -> Tuple[List[np.ndarray], np.ndarray]:
+    """One case: three channel arrays [z, y, x] (float32) and the lesion label (uint8)."""
+    spacing = np.array(center.spacing_zyx)
+    shape = tuple(int(round(size / s)) for s in spacing)
+    coords = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)], indexing="ij")
+    middle = np.array([size / 2.0] * 3) + rng.normal(0, 1.0, 3)
+
+    brain = _ellipsoid(coords, middle, np.array([0.40, 0.44, 0.38]) * size * rng.uniform(0.94, 1.06, 3))
+    ventricles = np.zeros(shape, bool)
+    for side in (-1, 1):
+        ventricles |= _ellipsoid(coords, middle + np.array([0, 0, side * 0.07 * size]),
+                                 np.array([0.06, 0.16, 0.035]) * size * rng.uniform(0.8, 1.2, 3))
+
+    # distance to the brain surface and the ventricles, in mm, to place blobs inside the parenchyma
+    depth = ndimage.distance_transform_edt(brain & ~ventricles, sampling=spacing)
+    candidates = np.argwhere(depth > 0.12 * size)
+    occupied = ventricles.copy()
+
+    def place(kind_count: int, radius_range: Tuple[float, float]) -> np.ndarray:
+        nonlocal occupied
+        placed = np.zeros(shape, bool)
+        for _ in range(kind_count):
+            for _attempt in range(20):
+                voxel = candidates[rng.integers(len(candidates))]
+                blob = _blob(coords, np.array([coords[a][tuple(voxel)] for a in range(3)]),
+                             rng.uniform(*radius_range), rng) & brain
+                halo = ndimage.binary_dilation(blob, iterations=2)
+                if blob.sum() >= 4 and not (halo & occupied).any():
+                    placed |= blob
+                    occupied |= halo
+                    break
+        return placed
+
+    lesion = place(int(rng.integers(1, 4)), (0.04 * size, 0.12 * size))
+    if not lesion.any():  # every case has a lesion: an empty label would be useless for training
+        lesion = _ellipsoid(coords, middle + np.array([0, 0.15 * size, 0]), np.array([0.08] * 3) * size) & brain
+    shine = place(int(rng.integers(1, 4)), (0.04 * size, 0.10 * size))
+    adc_dark = place(int(rng.integers(0, 3)), (0.03 * size, 0.08 * size))
+
+    texture = ndimage.gaussian_filter(rng.normal(0, 1, shape), sigma=2.5 / spacing)
+    texture = 1.0 + 0.12 * texture / (texture.std() + 1e-8)
+    partial_volume = 0.6 / spacing  # soft edges, as a scanner's point-spread function gives
+    channels = []
+    for c in range(3):
+        intensity = np.ones(shape)
+        for mask, values in ((ventricles, _CSF), (lesion, _LESION), (shine, _SHINE_THROUGH), (adc_dark, _ADC_DARK)):
+            weight = ndimage.gaussian_filter(mask.astype(float), partial_volume)
+            jitter = values[c] * rng.uniform(0.92, 1.08)
+            intensity = intensity * (1 - weight) + jitter * weight
+        intensity *= texture
+        channels.append(intensity)
+
+    # the center's scanner: contrast, bias field, gain, noise; background stays exactly 0
+    axis = rng.normal(0, 1, 3)
+    axis /= np.linalg.norm(axis)
+    ramp = sum(a * (x - m) for a, x, m in zip(axis, coords, middle)) / size
+    bias = 1.0 + center.bias_strength * 2 * ramp
+    images = []
+    for c in range(3):
+        if center.gains[c] == 0:
+            images.append(np.zeros(shape, np.float32))
+            continue
+        scanned = center.gains[c] * np.power(channels[c], center.gamma) * bias
+        scanned = scanned + rng.normal(0, center.noise_std * center.gains[c], shape)
+        images.append((np.clip(scanned, 0, None) * brain).astype(np.float32))
+    return images, lesion.astype(np.uint8)
+
+
+def _case_plan(spec: CohortSpec) -> List[Tuple[str, str, str]]:
+    """(case id, center, 'Tr' or 'Ts') for every case, in a fixed order."""
+    plan = []
+    for center in spec.centers:
+        for i in range(spec.train_per_center + spec.test_per_center):
+            plan.append((f"stroke_{center}_{i:03d}", center, "Tr" if i < spec.train_per_center else "Ts"))
+    return plan
+
+
+def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progress: bool = True) -> str:
+    """Write the cohort to `raw_root/DatasetXXX_Name` atomically; returns that folder.
+
+    Everything is written to a hidden sibling folder first and renamed into place at the end, so an
+    interrupted run never leaves a half-written dataset behind.
+    """
+    final = os.path.join(raw_root, spec.folder_name)
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) to replace it")
+    os.makedirs(raw_root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{spec.folder_name}.tmp-", dir=raw_root)
+    try:
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            os.makedirs(os.path.join(staging, sub))
+        profiles = {c.name: c for c in CENTERS}
+        plan = _case_plan(spec)
+        for number, (case_id, center_name, split) in enumerate(plan):
+            # one independent stream per case: a case does not change when others are added
+            rng = np.random.default_rng([spec.seed, spec.dataset_id, number])
+            center = profiles[center_name]
+            images, label = generate_case(center, spec.size, rng)
+            for c, image in enumerate(images):
+                write_image(os.path.join(staging, f"images{split}", f"{case_id}_{c:04d}.nii.gz"), image,
+                            center.spacing_zyx)
+            write_image(os.path.join(staging, f"labels{split}", f"{case_id}.nii.gz"), label, center.spacing_zyx)
+            if progress:
+                print(f"\rcohort: {number + 1}/{len(plan)} cases", end="", flush=True)
+        if progress:
+            print()
+        num_training = sum(1 for _, _, split in plan if split == "Tr")
+        dataset_json = {
+            "channel_names": {str(i): name for i, name in enumerate(CHANNELS)},
+            "labels": {"background": 0, "lesion": 1},
+            "numTraining": num_training,
+            "file_ending": ".nii.gz",
+            "droppable_channels": list(spec.droppable_channels),
+            "name": spec.name,
+            "description": "nnunet-ext synthetic multi-center stroke cohort (center D has no B0: zero image)",
+        }
+        _write_json(os.path.join(staging, "dataset.json"), dataset_json)
+        _write_json(os.path.join(staging, "case_centers.json"), {case: center for case, center, _ in plan})
+        _write_json(os.path.join(staging, "cohort.json"), {
+            "spec": asdict(spec), "centers": [asdict(profiles[c]) for c in spec.centers],
+            "splits": {case: split for case, _, split in plan}, "provenance": provenance(seed=spec.seed)})
+        if os.path.exists(final):
+            old = tempfile.mkdtemp(prefix=f".{spec.folder_name}.old-", dir=raw_root)
+            os.rename(final, os.path.join(old, "dataset"))
+            os.rename(staging, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_json(path: str, content: Dict) -> None:
+    with open(path, "w") as f:
+        json.dump(content, f, indent=2)

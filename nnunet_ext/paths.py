@@ -1,0 +1,27 @@
+"""Where our trainers live, and the environment the stock nnU-Net commands need to find them."""
+import os
+from typing import Dict, Mapping, Optional
+
+EXT_TRAINER_VAR = "nnUNet_extTrainer"
+
+
+def trainer_dir() -> str:
+    """The installed `trainers/` folder (the repository's own folder for an editable install)."""
+    import nnunet_ext_trainers
+    return os.path.dirname(os.path.abspath(nnunet_ext_trainers.__file__))
+
+
+def with_trainer_dir(value: Optional[str]) -> str:
+    """`value` of nnUNet_extTrainer with our folder added once (other folders a user has listed are kept)."""
+    folders = [f for f in (value or "").split(os.pathsep) if f]
+    ours = trainer_dir()
+    return os.pathsep.join(folders if ours in folders else folders + [ours])
+
+
+def nnunet_environment(base: Optional[Mapping[str, str]] = None, **nnunet_paths: str) -> Dict[str, str]:
+    """A copy of `base` (default os.environ) in which nnUNet_v2 commands find our trainers, plus any
+    nnUNet_raw / nnUNet_preprocessed / nnUNet_results given as keywords."""
+    env = dict(os.environ if base is None else base)
+    env[EXT_TRAINER_VAR] = with_trainer_dir(env.get(EXT_TRAINER_VAR))
+    env.update({k: str(v) for k, v in nnunet_paths.items()})
+    return env

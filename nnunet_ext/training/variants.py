@@ -1,0 +1,59 @@
+"""One factory for all named trainer variants, so `trainers/` can list them one line each.
+
+nnU-Net selects a trainer by class name only (`-tr NAME`), and keeps that name in checkpoints and results
+folders, so every setting of a variant is spelled in its name:
+
+    nnUNetTrainer<Family>[_p<PP>][_<N>epochs]
+
+Family: GradualDrop (schedule 'paper'), GradualDropCode2025 ('code2025'), GradualDropExp ('exp'),
+MultiUnet (schedule 'none', i.e. plain dropout with factor 0) and NoDropout (our budget knobs, no drop).
+_pXY is the drop probability X.Y (the paper's "1-p"): _p02 = 0.2, _p05 = 0.5, _p08 = 0.8, _p10 = 1.0;
+default 0.5. _Nepochs sets num_epochs (default 1000; the paper fine-tunes with 400).
+"""
+import re
+from dataclasses import dataclass
+from typing import Optional, Type
+
+from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
+from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
+
+FAMILY_SCHEDULES = {"GradualDrop": "paper", "GradualDropCode2025": "code2025", "GradualDropExp": "exp",
+                    "MultiUnet": "none", "NoDropout": None}
+_NAME = re.compile(r"^nnUNetTrainer(?P<family>[A-Za-z0-9]+?)(?:_p(?P<prob>\d{2}))?(?:_(?P<epochs>\d+)epochs)?$")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    family: str
+    schedule: Optional[str]   # None: no modality dropout
+    drop_probability: Optional[float]
+    epochs: int
+
+
+def parse_trainer_name(name: str) -> VariantSpec:
+    match = _NAME.match(name)
+    if match is None or match["family"] not in FAMILY_SCHEDULES:
+        raise ValueError(f"{name!r} is not a trainer variant name; expected nnUNetTrainer<Family>[_pPP][_Nepochs] "
+                         f"with Family in {', '.join(FAMILY_SCHEDULES)}")
+    schedule = FAMILY_SCHEDULES[match["family"]]
+    if schedule is None and match["prob"] is not None:
+        raise ValueError(f"{name!r}: the NoDropout family takes no drop probability")
+    epochs = int(match["epochs"]) if match["epochs"] else 1000
+    if epochs < 1:
+        raise ValueError(f"{name!r}: the number of epochs must be >= 1")
+    probability = None if schedule is None else (int(match["prob"]) / 10 if match["prob"] else 0.5)
+    return VariantSpec(match["family"], schedule, probability, epochs)
+
+
+def trainer_variant(name: str) -> Type[nnUNetTrainerExt]:
+    """The trainer class that `name` describes, named `name` (nnU-Net names results folders after it)."""
+    spec = parse_trainer_name(name)
+    if spec.schedule is None:
+        attributes = {"training_epochs": spec.epochs}
+        base = nnUNetTrainerExt
+    else:
+        attributes = {"training_epochs": spec.epochs, "drop_probability": spec.drop_probability,
+                      "dropout_schedule": spec.schedule}
+        base = nnUNetTrainerModalityDropout
+    attributes["__doc__"] = f"{base.__name__} with {spec}."
+    return type(name, (base,), attributes)
