@@ -1,0 +1,128 @@
+"""Droppable channels by name, run settings, and trainer variant names."""
+import inspect
+import os
+
+import pytest
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ext.dropout.config import (ENV_DROPPABLE_CHANNELS, ModalityDropoutConfig, epoch_seed,
+                                       modality_dropout_config, resolve_droppable_channels)
+from nnunet_ext.training.ext_trainer import budget_from_env
+from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
+from nnunet_ext.training.variants import parse_trainer_name, trainer_variant
+
+NAMES = ["DWI", "ADC", "B0"]
+DATASET_JSON = {"channel_names": {"0": "DWI", "1": "ADC", "2": "B0"}, "droppable_channels": ["ADC"]}
+
+
+@pytest.mark.parametrize("requested,expected", [(["ADC"], (1,)), (["B0", "DWI"], (2, 0)), ([" ADC "], (1,))])
+def test_names_map_to_indices(requested, expected):
+    assert resolve_droppable_channels(NAMES, requested) == expected
+
+
+@pytest.mark.parametrize("requested,message", [
+    (["ADC2"], "unknown modality 'ADC2'; dataset.json has DWI, ADC, B0"),
+    (["ADC", "ADC"], "listed twice: ADC"),
+    (["DWI", "ADC", "B0"], "every channel .* is droppable"),
+    ([], "no droppable channel"),
+    ([""], "no droppable channel"),
+])
+def test_bad_droppable_names_are_refused_with_the_name(requested, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_droppable_channels(NAMES, requested)
+
+
+def test_dataset_json_key_and_env_override():
+    config = modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01, environ={})
+    assert config.droppable_names == ("ADC",) and config.droppable_indices == (1,)
+    config = modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01, environ={ENV_DROPPABLE_CHANNELS: "B0"})
+    assert config.droppable_names == ("B0",) and config.droppable_indices == (2,)
+
+
+def test_no_choice_at_all_is_an_error_that_says_how_to_choose():
+    with pytest.raises(ValueError, match="droppable_channels.*NNUNET_EXT_DROPPABLE_CHANNELS"):
+        modality_dropout_config({"channel_names": DATASET_JSON["channel_names"]}, 0.5, "paper", 0.01, environ={})
+
+
+@pytest.mark.parametrize("probability", [-0.01, 1.01, float("nan")])
+def test_probability_outside_unit_interval_is_refused(probability):
+    with pytest.raises(ValueError, match="drop probability must be in"):
+        modality_dropout_config(DATASET_JSON, probability, "paper", 0.01, environ={})
+
+
+def test_unknown_schedule_and_bad_seed_are_refused():
+    with pytest.raises(ValueError, match="unknown dropout schedule 'linear'"):
+        modality_dropout_config(DATASET_JSON, 0.5, "linear", 0.01, environ={})
+    with pytest.raises(ValueError, match="NNUNET_EXT_SEED must be an integer"):
+        modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01, environ={"NNUNET_EXT_SEED": "x"})
+
+
+def test_config_round_trips_through_json_dict():
+    config = modality_dropout_config(DATASET_JSON, 0.2, "code2025", 0.01, environ={"NNUNET_EXT_SEED": "9"})
+    assert ModalityDropoutConfig.from_dict(config.to_dict()) == config
+    assert config.seed == 9
+
+
+def test_epoch_seed_is_deterministic_and_distinct_per_rank_and_epoch():
+    seeds = {epoch_seed(1, rank, epoch) for rank in range(4) for epoch in range(50)}
+    assert len(seeds) == 200
+    assert epoch_seed(1, 0, 3) == epoch_seed(1, 0, 3)
+
+
+@pytest.mark.parametrize("environ,message", [({"NNUNET_EXT_ITERATIONS_PER_EPOCH": "0"}, "positive integer"),
+                                             ({"NNUNET_EXT_SAVE_EVERY": "two"}, "positive integer")])
+def test_budget_knobs_are_validated(environ, message):
+    with pytest.raises(ValueError, match=message):
+        budget_from_env(environ)
+
+
+def test_budget_knobs_are_read():
+    assert budget_from_env({"NNUNET_EXT_ITERATIONS_PER_EPOCH": "5", "NNUNET_EXT_SAVE_EVERY": "1"}) == \
+        {"num_iterations_per_epoch": 5, "save_every": 1}
+
+
+@pytest.mark.parametrize("name,family,schedule,probability,epochs", [
+    ("nnUNetTrainerGradualDrop", "GradualDrop", "paper", 0.5, 1000),
+    ("nnUNetTrainerGradualDrop_p02", "GradualDrop", "paper", 0.2, 1000),
+    ("nnUNetTrainerGradualDrop_p08_400epochs", "GradualDrop", "paper", 0.8, 400),
+    ("nnUNetTrainerGradualDropCode2025_p05", "GradualDropCode2025", "code2025", 0.5, 1000),
+    ("nnUNetTrainerMultiUnet_p02_8epochs", "MultiUnet", "none", 0.2, 8),
+    ("nnUNetTrainerNoDropout_100epochs", "NoDropout", None, None, 100),
+])
+def test_variant_names_spell_their_settings(name, family, schedule, probability, epochs):
+    spec = parse_trainer_name(name)
+    assert (spec.family, spec.schedule, spec.drop_probability, spec.epochs) == \
+        (family, schedule, probability, epochs)
+    cls = trainer_variant(name)
+    assert cls.__name__ == name and issubclass(cls, nnUNetTrainer)
+    assert cls.training_epochs == epochs
+    if schedule is not None:
+        assert issubclass(cls, nnUNetTrainerModalityDropout)
+        assert (cls.dropout_schedule, cls.drop_probability) == (schedule, probability)
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerFoo", "nnUNetTrainerGradualDrop_p5", "nnUNetTrainerNoDropout_p05",
+                                  "GradualDrop_p05", "nnUNetTrainerGradualDrop_0epochs"])
+def test_bad_variant_names_are_refused(name):
+    with pytest.raises(ValueError, match=name):
+        parse_trainer_name(name)
+
+
+def test_trainers_folder_lists_discoverable_variants(monkeypatch):
+    """nnU-Net's own lookup finds every class of trainers/, each named as its variable."""
+    from nnunet_ext.paths import trainer_dir
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    monkeypatch.setenv("nnUNet_extTrainer", trainer_dir())
+    source = open(os.path.join(trainer_dir(), "modality_dropout_trainers.py")).read()
+    names = [line.split(" = ")[0] for line in source.splitlines() if " = trainer_variant(" in line]
+    assert len(names) == 43
+    for name in ("nnUNetTrainerGradualDrop", "nnUNetTrainerGradualDrop_p05", "nnUNetTrainerMultiUnet_p08_400epochs",
+                 "nnUNetTrainerGradualDropCode2025_p02_8epochs", "nnUNetTrainerNoDropout_8epochs"):
+        assert name in names
+        cls = recursive_find_trainer_class_by_name(name)
+        assert cls.__name__ == name
+        # nnUNetTrainer records its init arguments by name: the signature must be the stock one
+        assert list(inspect.signature(cls.__init__).parameters) == \
+            list(inspect.signature(nnUNetTrainer.__init__).parameters)
+    for name in names:
+        parse_trainer_name(name)  # every listed name is a valid spelling

@@ -1,0 +1,145 @@
+"""The stock nnU-Net commands with our trainers, on the tiny synthetic cohort and CPU plans."""
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunet_ext.evaluation.folders import dice_per_case
+
+TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs"
+PAPER_8_EPOCHS = [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.0, 0.0]
+
+
+def _logs(fold_folder):
+    return sorted(glob.glob(os.path.join(fold_folder, "training_log_*.txt")), key=os.path.getmtime)
+
+
+def _wait_for_line(fold_folder, pattern, process, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for log in _logs(fold_folder):
+            if re.search(pattern, open(log).read(), re.MULTILINE):
+                return
+        if process.poll() is not None:
+            raise AssertionError(f"training ended before {pattern!r}:\n{process.stdout.read()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"{pattern!r} not logged within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def resumed_run(nnunet_workspace):
+    """Train, kill the run after a few epochs (as a crash would), then continue it with -c in a changed
+    environment, which must not change the run's settings."""
+    fold = os.path.join(nnunet_workspace.results_folder(TRAINER), "fold_0")
+    env = {**nnunet_workspace.env, "NNUNET_EXT_SAVE_EVERY": "1"}
+    process = subprocess.Popen(nnunet_workspace.train_command(TRAINER), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        # "Epoch 3" is logged after the checkpoint of epoch 2 has been written completely
+        _wait_for_line(fold, r"Epoch 3\s*$", process)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not os.path.exists(os.path.join(fold, "checkpoint_final.pth"))
+    interrupted_at = torch.load(os.path.join(fold, "checkpoint_latest.pth"), weights_only=False)["current_epoch"]
+    first_log = _logs(fold)[-1]
+    time.sleep(1.1)  # nnU-Net names logs by the second
+    resumed = nnunet_workspace.run(nnunet_workspace.train_command(TRAINER, "--c"),
+                                   {"NNUNET_EXT_DROPPABLE_CHANNELS": "B0", "NNUNET_EXT_ITERATIONS_PER_EPOCH": "4"})
+    return {"fold": fold, "interrupted_at": interrupted_at, "first_log": open(first_log).read(),
+            "resumed_log": open(_logs(fold)[-1]).read(), "stdout": resumed.stdout}
+
+
+def _factors_by_epoch(log_text):
+    found = re.findall(r"f\(t\) = ([0-9.e-]+) at epoch (\d+)/8, drop probability 0.5 on (\w+)", log_text)
+    return {int(epoch): (float(factor), channel) for factor, epoch, channel in found}
+
+
+def test_first_run_follows_the_schedule_until_killed(resumed_run):
+    factors = _factors_by_epoch(resumed_run["first_log"])
+    assert set(factors) >= {0, 1, 2, 3}
+    for epoch, (factor, channel) in factors.items():
+        assert factor == PAPER_8_EPOCHS[epoch] and channel == "ADC"
+    assert re.search(r"dropped fraction this epoch \{'ADC': [0-9.]+\} over 6 samples", resumed_run["first_log"])
+
+
+def test_continue_resumes_the_schedule_where_it_stopped_with_the_stored_settings(resumed_run):
+    start = resumed_run["interrupted_at"]
+    assert 3 <= start < 8
+    log = resumed_run["resumed_log"]
+    assert "continuing with the settings this run started with" in log
+    epochs = [int(e) for e in re.findall(r"Epoch (\d+)\s*$", log, re.MULTILINE)]
+    assert epochs == list(range(start, 8))
+    factors = _factors_by_epoch(log)
+    assert sorted(factors) == list(range(start, 8))
+    for epoch, (factor, channel) in factors.items():
+        assert factor == PAPER_8_EPOCHS[epoch] and channel == "ADC"  # not B0 from the changed environment
+    # still 3 iterations x batch 2 per epoch, as stored, not the 4 the environment now asks for
+    assert re.search(r"over 6 samples", log) and not re.search(r"over 8 samples", log)
+    assert os.path.isfile(os.path.join(resumed_run["fold"], "checkpoint_final.pth"))
+
+
+def test_settings_and_choice_of_channels_survive_into_the_results_folder(resumed_run, nnunet_workspace):
+    folder = nnunet_workspace.results_folder(TRAINER)
+    assert json.load(open(os.path.join(folder, "dataset.json")))["droppable_channels"] == ["ADC"]
+    stored = json.load(open(os.path.join(resumed_run["fold"], "nnunet_ext_settings.json")))
+    assert stored["settings"]["modality_dropout"]["droppable_names"] == ["ADC"]
+    assert stored["settings"]["num_epochs"] == 8 and stored["settings"]["num_iterations_per_epoch"] == 3
+    assert "--c" in stored["provenance"]["command"] and stored["provenance"]["seed"] == 12345
+
+
+def test_predict_with_adc_missing_and_with_all_channels(resumed_run, nnunet_workspace, tmp_path):
+    images = os.path.join(nnunet_workspace.raw_dataset, "imagesTs")
+    labels = os.path.join(nnunet_workspace.raw_dataset, "labelsTs")
+    common = ["-d", "501", "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER,
+              "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"]
+    missing = nnunet_workspace.run(["nnunet_ext_predict", "-i", images, "-o", str(tmp_path / "no_adc"), *common,
+                                    "--missing", "ADC"])
+    assert "4 cases, 4 absent channel image(s) zero-filled (ADC)" in missing.stdout
+    # the stock predictor itself finds our trainer through nnUNet_extTrainer
+    nnunet_workspace.run(["nnUNetv2_predict", "-i", images, "-o", str(tmp_path / "all"), *common])
+    for folder in ("no_adc", "all"):
+        scores = dice_per_case(str(tmp_path / folder), labels)
+        assert sorted(scores) == ["stroke_A_003", "stroke_B_003", "stroke_C_003", "stroke_D_003"]
+        assert all(0.0 <= s <= 1.0 for s in scores.values())
+        for case in scores:
+            prediction = sitk.ReadImage(str(tmp_path / folder / f"{case}.nii.gz"))
+            reference = sitk.ReadImage(os.path.join(labels, f"{case}.nii.gz"))
+            assert prediction.GetSize() == reference.GetSize()
+            assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}
+
+
+def test_missing_channel_file_that_is_not_allowed_stops_prediction(resumed_run, nnunet_workspace, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    source = os.path.join(nnunet_workspace.raw_dataset, "imagesTs")
+    for name in ("stroke_A_003_0000.nii.gz", "stroke_A_003_0002.nii.gz"):
+        os.symlink(os.path.join(source, name), images / name)
+    result = nnunet_workspace.run(["nnunet_ext_predict", "-i", str(images), "-o", str(tmp_path / "out"), "-d", "501",
+                                   "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER,
+                                   "-device", "cpu"], check=False)
+    assert result.returncode == 2
+    assert "stroke_A_003: missing file for ADC" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("droppable,message", [
+    ("ADC2", "unknown modality 'ADC2'; dataset.json has DWI, ADC, B0"),
+    ("ADC,ADC", "listed twice: ADC"),
+    ("DWI,ADC,B0", "every channel (DWI, ADC, B0) is droppable"),
+])
+def test_bad_droppable_channels_stop_the_stock_trainer_at_start_up(nnunet_workspace, droppable, message):
+    trainer = "nnUNetTrainerMultiUnet_p02_8epochs"
+    result = nnunet_workspace.run(nnunet_workspace.train_command(trainer),
+                                  {"NNUNET_EXT_DROPPABLE_CHANNELS": droppable}, check=False, timeout=300)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not os.path.exists(nnunet_workspace.results_folder(trainer))  # nothing half-written
