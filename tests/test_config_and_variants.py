@@ -115,7 +115,7 @@ def test_trainers_folder_lists_discoverable_variants(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", trainer_dir())
     source = open(os.path.join(trainer_dir(), "modality_dropout_trainers.py")).read()
     names = [line.split(" = ")[0] for line in source.splitlines() if " = trainer_variant(" in line]
-    assert len(names) == 43
+    assert len(names) == 44
     for name in ("nnUNetTrainerGradualDrop", "nnUNetTrainerGradualDrop_p05", "nnUNetTrainerMultiUnet_p08_400epochs",
                  "nnUNetTrainerGradualDropCode2025_p02_8epochs", "nnUNetTrainerNoDropout_8epochs"):
         assert name in names
