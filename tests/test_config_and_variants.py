@@ -88,6 +88,8 @@ def test_budget_knobs_are_read():
     ("nnUNetTrainerGradualDropCode2025_p05", "GradualDropCode2025", "code2025", 0.5, 1000),
     ("nnUNetTrainerMultiUnet_p02_8epochs", "MultiUnet", "none", 0.2, 8),
     ("nnUNetTrainerNoDropout_100epochs", "NoDropout", None, None, 100),
+    ("nnUNetTrainerModDropPlus_p08", "ModDropPlus", "none", 0.8, 1000),
+    ("nnUNetTrainerModDropPlusPlus_p05_8epochs", "ModDropPlusPlus", "none", 0.5, 8),
 ])
 def test_variant_names_spell_their_settings(name, family, schedule, probability, epochs):
     spec = parse_trainer_name(name)
@@ -113,11 +115,14 @@ def test_trainers_folder_lists_discoverable_variants(monkeypatch):
     from nnunet_ext.paths import trainer_dir
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     monkeypatch.setenv("nnUNet_extTrainer", trainer_dir())
-    source = open(os.path.join(trainer_dir(), "modality_dropout_trainers.py")).read()
-    names = [line.split(" = ")[0] for line in source.splitlines() if " = trainer_variant(" in line]
-    assert len(names) == 44
+    names = []
+    for module in ("modality_dropout_trainers.py", "moddrop_trainers.py"):
+        source = open(os.path.join(trainer_dir(), module)).read()
+        names += [line.split(" = ")[0] for line in source.splitlines() if " = trainer_variant(" in line]
+    assert len(names) == 44 + 26 and len(set(names)) == len(names)
     for name in ("nnUNetTrainerGradualDrop", "nnUNetTrainerGradualDrop_p05", "nnUNetTrainerMultiUnet_p08_400epochs",
-                 "nnUNetTrainerGradualDropCode2025_p02_8epochs", "nnUNetTrainerNoDropout_8epochs"):
+                 "nnUNetTrainerGradualDropCode2025_p02_8epochs", "nnUNetTrainerNoDropout_8epochs",
+                 "nnUNetTrainerModDropPlus_p05", "nnUNetTrainerModDropPlusPlus_p02_400epochs"):
         assert name in names
         cls = recursive_find_trainer_class_by_name(name)
         assert cls.__name__ == name

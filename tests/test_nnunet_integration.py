@@ -1,61 +1,17 @@
 """The stock nnU-Net commands with our trainers, on the tiny synthetic cohort and CPU plans."""
-import glob
 import json
 import os
 import re
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from nnunet_ext.evaluation.folders import dice_per_case
 
-TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs"
+from conftest import TRAINER
+
 PAPER_8_EPOCHS = [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.0, 0.0]
-
-
-def _logs(fold_folder):
-    return sorted(glob.glob(os.path.join(fold_folder, "training_log_*.txt")), key=os.path.getmtime)
-
-
-def _wait_for_line(fold_folder, pattern, process, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for log in _logs(fold_folder):
-            if re.search(pattern, open(log).read(), re.MULTILINE):
-                return
-        if process.poll() is not None:
-            raise AssertionError(f"training ended before {pattern!r}:\n{process.stdout.read()[-3000:]}")
-        time.sleep(0.05)
-    raise AssertionError(f"{pattern!r} not logged within {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def resumed_run(nnunet_workspace):
-    """Train, kill the run after a few epochs (as a crash would), then continue it with -c in a changed
-    environment, which must not change the run's settings."""
-    fold = os.path.join(nnunet_workspace.results_folder(TRAINER), "fold_0")
-    env = {**nnunet_workspace.env, "NNUNET_EXT_SAVE_EVERY": "1"}
-    process = subprocess.Popen(nnunet_workspace.train_command(TRAINER), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        # "Epoch 3" is logged after the checkpoint of epoch 2 has been written completely
-        _wait_for_line(fold, r"Epoch 3\s*$", process)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert not os.path.exists(os.path.join(fold, "checkpoint_final.pth"))
-    interrupted_at = torch.load(os.path.join(fold, "checkpoint_latest.pth"), weights_only=False)["current_epoch"]
-    first_log = _logs(fold)[-1]
-    time.sleep(1.1)  # nnU-Net names logs by the second
-    resumed = nnunet_workspace.run(nnunet_workspace.train_command(TRAINER, "--c"),
-                                   {"NNUNET_EXT_DROPPABLE_CHANNELS": "B0", "NNUNET_EXT_ITERATIONS_PER_EPOCH": "4"})
-    return {"fold": fold, "interrupted_at": interrupted_at, "first_log": open(first_log).read(),
-            "resumed_log": open(_logs(fold)[-1]).read(), "stdout": resumed.stdout}
 
 
 def _factors_by_epoch(log_text):

@@ -5,13 +5,13 @@ normalisation: the augmentation runs in worker processes that cannot see the cur
 Validation batches and inference are untouched; at inference an absent modality is a zero image, which is
 what a dropped channel looks like at the end of the schedule.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
 from nnunet_ext.dropout.config import ModalityDropoutConfig, epoch_seed, modality_dropout_config
-from nnunet_ext.dropout.modality_dropout import apply_modality_dropout, draw_modality_dropout
+from nnunet_ext.dropout.modality_dropout import ModalityDropoutDraw, apply_modality_dropout, draw_modality_dropout
 from nnunet_ext.dropout.schedule import gradual_factor
 from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
 
@@ -58,16 +58,23 @@ class nnUNetTrainerModalityDropout(nnUNetTrainerExt):
                                f"at epoch {self.current_epoch}/{self.num_epochs}, drop probability "
                                f"{config.drop_probability:g} on {', '.join(config.droppable_names)}")
 
+    # Subclasses that need the undropped batch too (co-training) set this; others drop in place.
+    keeps_full_batch: bool = False
+
     def train_step(self, batch: dict) -> dict:
         data = torch.as_tensor(batch['data'])
         config = self.modality_dropout
         draw = draw_modality_dropout(data.shape[0], data.shape[1], config.droppable_indices, config.drop_probability,
                                      factor=self._dropout_factor, noise_std=config.noise_std,
                                      generator=self._dropout_generator)
-        # in place: the batch is ours alone, and a copy of a whole batch per step would cost more than the drop
-        batch['data'] = apply_modality_dropout(data, draw, inplace=True)
+        # in place unless the full batch is needed: a copy of a whole batch per step costs more than the drop
+        dropped = apply_modality_dropout(data, draw, inplace=not self.keeps_full_batch)
         self._samples_seen += draw.batch_size
         self._dropped_per_channel += draw.dropped.sum(dim=0).numpy()
+        return self.optimisation_step({**batch, 'data': dropped}, draw, data if self.keeps_full_batch else None)
+
+    def optimisation_step(self, batch: dict, draw: ModalityDropoutDraw, full_data: Optional[torch.Tensor]) -> dict:
+        """One step of nnU-Net's optimisation on the dropped batch; `draw` says what was dropped."""
         return super().train_step(batch)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):

@@ -6,19 +6,29 @@ folders, so every setting of a variant is spelled in its name:
     nnUNetTrainer<Family>[_p<PP>][_<N>epochs]
 
 Family: GradualDrop (schedule 'paper'), GradualDropCode2025 ('code2025'), GradualDropExp ('exp'),
-MultiUnet (schedule 'none', i.e. plain dropout with factor 0) and NoDropout (our budget knobs, no drop).
+MultiUnet (schedule 'none', i.e. plain dropout with factor 0), ModDropPlus / ModDropPlusPlus (dynamic
+first convolution, without / with co-training) and NoDropout (our budget knobs, no drop).
 _pXY is the drop probability X.Y (the paper's "1-p"): _p02 = 0.2, _p05 = 0.5, _p08 = 0.8, _p10 = 1.0;
 default 0.5. _Nepochs sets num_epochs (default 1000; the paper fine-tunes with 400).
 """
 import re
 from dataclasses import dataclass
-from typing import Optional, Type
+from typing import Dict, Optional, Tuple, Type
 
 from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
+from nnunet_ext.training.moddrop_trainer import nnUNetTrainerModDropPlus, nnUNetTrainerModDropPlusPlus
 
-FAMILY_SCHEDULES = {"GradualDrop": "paper", "GradualDropCode2025": "code2025", "GradualDropExp": "exp",
-                    "MultiUnet": "none", "NoDropout": None}
+# family -> (base class, dropout schedule); None: no modality dropout
+FAMILIES: Dict[str, Tuple[Type[nnUNetTrainerExt], Optional[str]]] = {
+    "GradualDrop": (nnUNetTrainerModalityDropout, "paper"),
+    "GradualDropCode2025": (nnUNetTrainerModalityDropout, "code2025"),
+    "GradualDropExp": (nnUNetTrainerModalityDropout, "exp"),
+    "MultiUnet": (nnUNetTrainerModalityDropout, "none"),
+    "ModDropPlus": (nnUNetTrainerModDropPlus, "none"),
+    "ModDropPlusPlus": (nnUNetTrainerModDropPlusPlus, "none"),
+    "NoDropout": (nnUNetTrainerExt, None),
+}
 _NAME = re.compile(r"^nnUNetTrainer(?P<family>[A-Za-z0-9]+?)(?:_p(?P<prob>\d{2}))?(?:_(?P<epochs>\d+)epochs)?$")
 
 
@@ -32,10 +42,10 @@ class VariantSpec:
 
 def parse_trainer_name(name: str) -> VariantSpec:
     match = _NAME.match(name)
-    if match is None or match["family"] not in FAMILY_SCHEDULES:
+    if match is None or match["family"] not in FAMILIES:
         raise ValueError(f"{name!r} is not a trainer variant name; expected nnUNetTrainer<Family>[_pPP][_Nepochs] "
-                         f"with Family in {', '.join(FAMILY_SCHEDULES)}")
-    schedule = FAMILY_SCHEDULES[match["family"]]
+                         f"with Family in {', '.join(FAMILIES)}")
+    schedule = FAMILIES[match["family"]][1]
     if schedule is None and match["prob"] is not None:
         raise ValueError(f"{name!r}: the NoDropout family takes no drop probability")
     epochs = int(match["epochs"]) if match["epochs"] else 1000
@@ -48,12 +58,9 @@ def parse_trainer_name(name: str) -> VariantSpec:
 def trainer_variant(name: str) -> Type[nnUNetTrainerExt]:
     """The trainer class that `name` describes, named `name` (nnU-Net names results folders after it)."""
     spec = parse_trainer_name(name)
-    if spec.schedule is None:
-        attributes = {"training_epochs": spec.epochs}
-        base = nnUNetTrainerExt
-    else:
-        attributes = {"training_epochs": spec.epochs, "drop_probability": spec.drop_probability,
-                      "dropout_schedule": spec.schedule}
-        base = nnUNetTrainerModalityDropout
+    base = FAMILIES[spec.family][0]
+    attributes = {"training_epochs": spec.epochs}
+    if spec.schedule is not None:
+        attributes.update(drop_probability=spec.drop_probability, dropout_schedule=spec.schedule)
     attributes["__doc__"] = f"{base.__name__} with {spec}."
     return type(name, (base,), attributes)

@@ -1,0 +1,128 @@
+"""ModDrop+ and ModDrop++ in nnU-Net: a modality-code-conditioned first convolution (methods.md 2).
+
+ModDrop+ = the dynamic head with MultiUnet-style dropout (factor 0, exact zeros, channels chosen by name);
+the trainer states each sample's code from its dropout draw (1 = kept). At inference the code is read off
+the input (an all-zero channel is absent), so the stock predictor and its sliding window need nothing else.
+ModDrop++ adds intra-subject co-training: every batch goes through the same weights twice, full and dropped,
+and the loss adds a dissimilarity of the two dynamic-head outputs to nnU-Net's loss on both outputs.
+
+Settings read at start-up (and kept for --c like the others):
+  NNUNET_EXT_COTRAINING_WEIGHT      weight of the similarity term (default 0.5; 0 switches it off)
+  NNUNET_EXT_COTRAINING_SIMILARITY  'ssim' (1 - SSIM, default) or 'mse'
+"""
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+
+from nnunet_ext.dropout.modality_dropout import ModalityDropoutDraw
+from nnunet_ext.losses.similarity import feature_dissimilarity
+from nnunet_ext.networks.dynamic_head import capturing_head_output, using_modality_code, wrap_first_convolution
+from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
+
+CODE_RULE = {"training": "1 - dropout draw (dropped channels are exactly zero)",
+             "inference": "1 where the channel has a nonzero voxel in the patch, else 0"}
+
+
+class nnUNetTrainerModDropPlus(nnUNetTrainerModalityDropout):
+    dropout_schedule = "none"   # plain dropout: a dropped channel is zero, as an absent one is at inference
+    dropout_noise_std = 0.0
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        # static, so nnUNetv2_predict builds the same wrapped network and the controller's weights load
+        network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                           num_output_channels, enable_deep_supervision)
+        wrap_first_convolution(network, num_input_channels)
+        return network
+
+    def collect_settings(self) -> Dict:
+        return {**super().collect_settings(), "modality_code": CODE_RULE}
+
+    def optimisation_step(self, batch: dict, draw: ModalityDropoutDraw, full_data: Optional[torch.Tensor]) -> dict:
+        with using_modality_code(self.network, (~draw.dropped).float()):
+            return super().optimisation_step(batch, draw, full_data)
+
+
+def _cotraining_settings_from_env() -> Dict:
+    text = os.environ.get("NNUNET_EXT_COTRAINING_WEIGHT", "0.5")
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = float("nan")
+    if not weight >= 0:
+        raise ValueError(f"NNUNET_EXT_COTRAINING_WEIGHT must be a number >= 0, got {text!r}")
+    similarity = os.environ.get("NNUNET_EXT_COTRAINING_SIMILARITY", "ssim")
+    if similarity not in ("ssim", "mse"):
+        raise ValueError(f"NNUNET_EXT_COTRAINING_SIMILARITY must be 'ssim' or 'mse', got {similarity!r}")
+    return {"weight": weight, "similarity": similarity}
+
+
+class nnUNetTrainerModDropPlusPlus(nnUNetTrainerModDropPlus):
+    keeps_full_batch = True
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        self.cotraining = _cotraining_settings_from_env()  # validated before nnU-Net writes anything
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._similarities: List[float] = []
+
+    def collect_settings(self) -> Dict:
+        return {**super().collect_settings(), "cotraining": self.cotraining}
+
+    def restore_settings(self, settings: Dict) -> None:
+        super().restore_settings(settings)
+        self.cotraining = settings["cotraining"]
+
+    def cotraining_loss(self, full_data: torch.Tensor, dropped_data: torch.Tensor, code: torch.Tensor, target):
+        """nnU-Net's loss on the full and on the dropped batch, plus weight x dissimilarity of the two
+        dynamic-head outputs; returns (total, similarity term)."""
+        with capturing_head_output(self.network) as head:
+            with using_modality_code(self.network, torch.ones_like(code)):
+                output_full = self.network(full_data)
+                features_full = head.last_output
+            with using_modality_code(self.network, code):
+                output_dropped = self.network(dropped_data)
+                features_dropped = head.last_output
+        segmentation = self.loss(output_full, target) + self.loss(output_dropped, target)
+        dissimilarity = feature_dissimilarity(features_full, features_dropped, self.cotraining["similarity"])
+        if self.cotraining["weight"] == 0:
+            return segmentation, dissimilarity.detach()
+        return segmentation + self.cotraining["weight"] * dissimilarity, dissimilarity.detach()
+
+    def optimisation_step(self, batch: dict, draw: ModalityDropoutDraw, full_data: Optional[torch.Tensor]) -> dict:
+        # nnUNetTrainer.train_step, with the co-training loss in place of the single forward pass
+        target = batch['target']
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        full = full_data.to(self.device, non_blocking=True)
+        dropped = batch['data'].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context():
+            loss, dissimilarity = self.cotraining_loss(full, dropped, (~draw.dropped).float(), target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        self._similarities.append(float(dissimilarity))
+        return {'loss': loss.detach().cpu().numpy()}
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._similarities.clear()
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        self.print_to_log_file(f"co-training: mean {self.cotraining['similarity']} dissimilarity "
+                               f"{np.mean(self._similarities):.4f} (weight {self.cotraining['weight']:g})")
