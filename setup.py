@@ -32,9 +32,15 @@ setup(
             "nnunet_ext_env=nnunet_ext.cli.env:main",
             "nnunet_ext_generate_cohort=nnunet_ext.cli.generate_cohort:main",
             "nnunet_ext_plan_cpu=nnunet_ext_plans.cpu_plans:main",
+            "nnunet_ext_plan_upattllstm=nnunet_ext_plans.upattllstm_plans:main",
             "nnunet_ext_predict=nnunet_ext.cli.predict_missing:main",
             "nnunet_ext_dice=nnunet_ext.cli.dice:main",
             "nnunet_ext_demo=nnunet_ext.cli.demo:main",
+            "nnunet_ext_reproduce=nnunet_ext.cli.reproduce:main",
+            "nnunet_ext_robustness=nnunet_ext.cli.robustness:main",
+            "nnunet_ext_evaluate=nnunet_ext.cli.evaluate:main",
+            "nnunet_ext_convert=nnunet_ext.cli.convert:main",
+            "nnunet_ext_splits=nnunet_ext.cli.splits:main",
         ]
     },
 )

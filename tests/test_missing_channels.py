@@ -64,7 +64,7 @@ def test_missing_file_not_allowed_is_named_and_nothing_is_written(complete_input
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(array=np.ones((5, 6, 8))), "shape"),
+    (dict(array=np.ones((5, 6, 8))), "size"),
     (dict(array=np.ones((5, 6, 7)), spacing=(1.0, 1.0, 3.0)), "spacing"),
     (dict(array=np.ones((5, 6, 7)), origin=(5.0, 0.0, 0.0)), "origin"),
     (dict(array=np.full((5, 6, 7), np.nan)), "NaN"),

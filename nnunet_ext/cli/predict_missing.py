@@ -22,7 +22,22 @@ from nnunet_ext.paths import nnunet_environment
 _SHADOWED_OPTIONS = ("-device", "-chk", "-prev_stage_predictions")
 
 
-def _model_dataset_json(dataset: str, trainer: str, plans: str, configuration: str) -> dict:
+def add_shadowed_options(parser: argparse.ArgumentParser) -> None:
+    """Declare the nnUNetv2_predict options that argparse would otherwise read as -d/-c/-p with an attached
+    value (`-device` as `-d evice`), so that they can be passed through intact."""
+    for option in _SHADOWED_OPTIONS:
+        parser.add_argument(option, dest=option.lstrip("-"), default=None)
+
+
+def shadowed_passthrough(args: argparse.Namespace) -> List[str]:
+    passthrough = []
+    for option in _SHADOWED_OPTIONS:
+        if getattr(args, option.lstrip("-")) is not None:
+            passthrough += [option, getattr(args, option.lstrip("-"))]
+    return passthrough
+
+
+def model_dataset_json(dataset: str, trainer: str, plans: str, configuration: str) -> dict:
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.utilities.file_path_utilities import get_output_folder
     folder = get_output_folder(dataset, trainer, plans, configuration)
@@ -43,16 +58,12 @@ def run(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
     parser.add_argument("--missing", nargs="+", default=[])
     parser.add_argument("--allow-missing", nargs="+", default=[])
-    # nnUNetv2_predict options that argparse would otherwise read as -d/-c/-p with an attached value
-    for option in _SHADOWED_OPTIONS:
-        parser.add_argument(option, dest=option.lstrip("-"), default=None)
+    add_shadowed_options(parser)
     args, passthrough = parser.parse_known_args(argv)
-    for option in _SHADOWED_OPTIONS:
-        if getattr(args, option.lstrip("-")) is not None:
-            passthrough += [option, getattr(args, option.lstrip("-"))]
+    passthrough += shadowed_passthrough(args)
 
     try:
-        dataset_json = _model_dataset_json(args.dataset, args.trainer, args.plans, args.configuration)
+        dataset_json = model_dataset_json(args.dataset, args.trainer, args.plans, args.configuration)
         channel_names = channel_names_from_dataset_json(dataset_json)
         if not os.path.isdir(args.input):
             raise ValueError(f"input folder {args.input} does not exist")

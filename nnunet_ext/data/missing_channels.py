@@ -14,6 +14,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_ext.data.nifti import geometry_mismatch
+
 _MAX_REPORTED = 20
 
 
@@ -52,18 +54,6 @@ def _check_names(names: Sequence[str], channel_names: Sequence[str], what: str) 
         raise ValueError(f"{what}: unknown modality {unknown[0]!r}; the model has {', '.join(channel_names)}")
     if len(set(names)) != len(names):
         raise ValueError(f"{what}: {', '.join(sorted({n for n in names if list(names).count(n) > 1}))} listed twice")
-
-
-def _geometry_problem(reference: sitk.Image, reference_name: str, image: sitk.Image) -> str:
-    if image.GetSize() != reference.GetSize():
-        return f"shape {image.GetSize()} differs from {reference_name}'s {reference.GetSize()}"
-    for what, a, b in (("spacing", image.GetSpacing(), reference.GetSpacing()),
-                       ("origin", image.GetOrigin(), reference.GetOrigin()),
-                       ("direction", image.GetDirection(), reference.GetDirection())):
-        if not np.allclose(a, b, rtol=1e-4, atol=1e-4):
-            return f"{what} {tuple(round(v, 4) for v in a)} differs from {reference_name}'s " \
-                   f"{tuple(round(v, 4) for v in b)}"
-    return ""
 
 
 def prepare_input_with_missing_channels(input_folder: str, output_folder: str, channel_names: Sequence[str],
@@ -108,9 +98,9 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
             if reference is None:
                 reference = image
             else:
-                problem = _geometry_problem(reference, channel_names[reference_channel], image)
+                problem = geometry_mismatch(reference, image)
                 if problem:
-                    problems.append(f"{label}: {problem}")
+                    problems.append(f"{label}: {problem} ({channel_names[reference_channel]}'s)")
         plan[case] = present
     if problems:
         shown = "\n  ".join(problems[:_MAX_REPORTED])

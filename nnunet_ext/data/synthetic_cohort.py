@@ -9,17 +9,15 @@ DWI alone cannot tell lesions from shine-through; ADC or B0 can. Without ADC, B0
 center D, which has no B0 (a zero image, as ISLES'22 in the paper). Centers differ in voxel spacing,
 gain, contrast (gamma), noise and bias field, as scanners do.
 """
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
 from nnunet_ext.data.nifti import write_image
+from nnunet_ext.data.staging import staged_dataset_folder, write_json
 from nnunet_ext.provenance import provenance
 
 CHANNELS = ("DWI", "ADC", "B0")
@@ -177,11 +175,7 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
     interrupted run never leaves a half-written dataset behind.
     """
     final = os.path.join(raw_root, spec.folder_name)
-    if os.path.exists(final) and not overwrite:
-        raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) to replace it")
-    os.makedirs(raw_root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{spec.folder_name}.tmp-", dir=raw_root)
-    try:
+    with staged_dataset_folder(raw_root, spec.folder_name, overwrite) as staging:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             os.makedirs(os.path.join(staging, sub))
         profiles = {c.name: c for c in CENTERS}
@@ -214,19 +208,7 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
         _write_json(os.path.join(staging, "cohort.json"), {
             "spec": asdict(spec), "centers": [asdict(profiles[c]) for c in spec.centers],
             "splits": {case: split for case, _, split in plan}, "provenance": provenance(seed=spec.seed)})
-        if os.path.exists(final):
-            old = tempfile.mkdtemp(prefix=f".{spec.folder_name}.old-", dir=raw_root)
-            os.rename(final, os.path.join(old, "dataset"))
-            os.rename(staging, final)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 
-def _write_json(path: str, content: Dict) -> None:
-    with open(path, "w") as f:
-        json.dump(content, f, indent=2)
+_write_json = write_json  # kept for callers of the old private name

@@ -5,27 +5,24 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_ext.data.nifti import geometry_mismatch
+from nnunet_ext.evaluation.evaluate import find_cases
 from nnunet_ext.evaluation.metrics import dice
 
 
 def dice_per_case(prediction_folder: str, reference_folder: str, file_ending: str = ".nii.gz",
                   label: int = 1) -> Dict[str, float]:
-    """Dice of `label` for every reference case; a missing prediction or a geometry mismatch is an error."""
-    references = sorted(f for f in os.listdir(reference_folder) if f.endswith(file_ending))
-    if not references:
-        raise ValueError(f"no *{file_ending} reference labels in {reference_folder}")
-    missing = [f for f in references if not os.path.isfile(os.path.join(prediction_folder, f))]
-    if missing:
-        raise ValueError(f"{len(missing)} prediction(s) missing in {prediction_folder}: {', '.join(missing[:5])}")
+    """Dice of `label` for every reference case; a missing prediction or a geometry mismatch is an error.
+    (The quick score the demo and the experiment harness need; `evaluate.evaluate_folders` has the rest.)"""
     scores = {}
-    for name in references:
-        reference = sitk.ReadImage(os.path.join(reference_folder, name))
-        prediction = sitk.ReadImage(os.path.join(prediction_folder, name))
-        if not np.allclose(reference.GetSpacing(), prediction.GetSpacing(), rtol=1e-4):
-            raise ValueError(f"{name}: prediction spacing {prediction.GetSpacing()} differs from the reference's "
-                             f"{reference.GetSpacing()}")
-        scores[name[:-len(file_ending)]] = dice(sitk.GetArrayViewFromImage(prediction) == label,
-                                                sitk.GetArrayViewFromImage(reference) == label)
+    for case in find_cases(prediction_folder, reference_folder, file_ending):
+        reference = sitk.ReadImage(os.path.join(reference_folder, case + file_ending))
+        prediction = sitk.ReadImage(os.path.join(prediction_folder, case + file_ending))
+        mismatch = geometry_mismatch(reference, prediction)
+        if mismatch:
+            raise ValueError(f"{case}: prediction {mismatch} of the reference")
+        scores[case] = dice(sitk.GetArrayViewFromImage(prediction) == label,
+                            sitk.GetArrayViewFromImage(reference) == label)
     return scores
 
 

@@ -1,0 +1,161 @@
+"""The experiment harness: datasets, the grid of trainings through the stock nnU-Net CLIs, evaluation.
+
+Resumable: every finished run leaves runs/table<N>/<cell>/fold_<k>.json and is skipped next time; an
+interrupted training continues with --c. Every command is appended to <workdir>/commands.log, and each
+command's output goes to <workdir>/logs/.
+"""
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
+from nnunet_ext.evaluation.folders import dice_per_case
+from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
+from nnunet_ext.experiments.settings import Cell, Profile, TableSetting
+from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.provenance import provenance
+
+SOURCE_ID = 510
+DATASET_IDS = {(2, "all_centers"): 511, (3, "unseen_held_out"): 512, (3, "all_centers"): 513}
+
+
+class Harness:
+    def __init__(self, workdir: str, table: TableSetting, profile: Profile, source: Optional[str] = None,
+                 methods: Optional[Sequence[str]] = None, probabilities: Optional[Sequence[float]] = None,
+                 runs: Optional[int] = None, log: Callable[[str], None] = print):
+        self.workdir = os.path.abspath(workdir)
+        self.table, self.profile, self.source, self.log = table, profile, source, log
+        self.runs = runs if runs is not None else profile.runs
+        self.cells = [c for c in table.cells
+                      if (methods is None or c.method in methods or c.key in methods)
+                      and (probabilities is None or c.probability is None or c.probability in probabilities)]
+        if not self.cells:
+            raise ValueError(f"no cell of Table {table.number} matches methods={methods}, "
+                             f"probabilities={probabilities}")
+        self.paths = {n: os.path.join(self.workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed",
+                                                                 "nnUNet_results")}
+        budget = {"NNUNET_EXT_ITERATIONS_PER_EPOCH": profile.iterations_per_epoch,
+                  "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": profile.val_iterations_per_epoch}
+        self.env = nnunet_environment(**self.paths, nnUNet_compile="false",
+                                      **{k: str(v) for k, v in budget.items() if v is not None})
+        self.env.pop("NNUNET_EXT_DROPPABLE_CHANNELS", None)  # the derived dataset.json decides
+        os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
+
+    # ---- commands ----------------------------------------------------------------------------------------
+    def run_command(self, command: List[str], log_name: str, extra_env: Optional[Dict[str, str]] = None) -> None:
+        with open(os.path.join(self.workdir, "commands.log"), "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}"
+                    f"{' [env ' + str(extra_env) + ']' if extra_env else ''}\n")
+        log_path = os.path.join(self.workdir, "logs", f"{log_name}.log")
+        with open(log_path, "w") as log:
+            code = subprocess.run(command, env={**self.env, **(extra_env or {})}, stdout=log,
+                                  stderr=subprocess.STDOUT).returncode
+        if code != 0:
+            raise RuntimeError(f"{' '.join(command)} failed with exit code {code}; see {log_path}")
+
+    # ---- datasets ----------------------------------------------------------------------------------------
+    def source_dataset(self) -> str:
+        if self.source is not None:
+            return self.source
+        existing = dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID)
+        if existing:
+            return existing
+        spec = CohortSpec(dataset_id=SOURCE_ID, name="SyntheticStrokeSource", size=self.profile.size,
+                          train_per_center=self.profile.train_per_center,
+                          test_per_center=self.profile.test_per_center, seed=self.profile.seed)
+        self.log(f"generating the synthetic cohort ({spec.folder_name})")
+        return write_cohort(spec, self.paths["nnUNet_raw"], progress=False)
+
+    def dataset(self, variant: str) -> Tuple[int, str]:
+        """(dataset id, raw folder) of a dataset variant, derived, planned and preprocessed if needed."""
+        dataset_id = DATASET_IDS[(self.table.number, variant)]
+        raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
+        if raw is None:
+            held_out = self.table.unseen_center if variant == "unseen_held_out" else None
+            name = f"Table{self.table.number}_{variant}"
+            raw = derive_dataset(self.source_dataset(), self.paths["nnUNet_raw"], dataset_id, name,
+                                 self.table.channels, self.table.droppable, held_out)
+        preprocessed = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
+        if not os.path.isfile(os.path.join(preprocessed, "nnUNetPlans.json")):
+            self.log(f"planning and preprocessing {os.path.basename(raw)}")
+            # the planner calls torch.set_num_threads(nnUNet_n_proc_DA), which must be >= 1
+            self.run_command(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "3d_fullres", "-np", "2",
+                              "--verify_dataset_integrity"], f"plan_{dataset_id}", {"nnUNet_n_proc_DA": "2"})
+        if self.profile.cpu_plans and not os.path.isfile(os.path.join(preprocessed, "nnUNetPlans_CPU.json")):
+            self.run_command(["nnunet_ext_plan_cpu", "-d", str(dataset_id)], f"plan_cpu_{dataset_id}")
+        return dataset_id, raw
+
+    @property
+    def plans(self) -> str:
+        return "nnUNetPlans_CPU" if self.profile.cpu_plans else "nnUNetPlans"
+
+    # ---- one run of one cell -----------------------------------------------------------------------------
+    def result_path(self, cell: Cell, fold: int) -> str:
+        return os.path.join(self.workdir, "runs", f"table{self.table.number}", cell.key, f"fold_{fold}.json")
+
+    def run_cell(self, cell: Cell, fold: int) -> Dict:
+        path = self.result_path(cell, fold)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+        dataset_id, raw = self.dataset(cell.dataset_variant)
+        trainer = cell.trainer(self.profile.epochs)
+        seed = self.profile.seed + fold
+        tag = f"t{self.table.number}_{cell.key}_f{fold}"
+        results = os.path.join(self.paths["nnUNet_results"], os.path.basename(raw),
+                               f"{trainer}__{self.plans}__3d_fullres", f"fold_{fold}")
+        if not os.path.isfile(os.path.join(results, "checkpoint_final.pth")):
+            self.log(f"training {cell.label} (fold {fold}): {trainer}")
+            resume = ["--c"] if os.path.isfile(os.path.join(results, "checkpoint_latest.pth")) else []
+            self.run_command(["nnUNetv2_train", str(dataset_id), "3d_fullres", str(fold), "-p", self.plans,
+                              "-tr", trainer, "-device", self.profile.device, *resume], f"train_{tag}",
+                             {"NNUNET_EXT_SEED": str(seed), "nnUNet_n_proc_DA": "1"})
+        rows = {}
+        run_folder = os.path.dirname(path)
+        for row, missing in (("all", []), ("missing", [self.table.droppable])):
+            output = os.path.join(run_folder, f"fold_{fold}_pred_{row}")
+            done = os.path.join(output, ".complete")
+            if not os.path.isfile(done):
+                command = ["nnunet_ext_predict", "-i", os.path.join(raw, "imagesTs"), "-o", output,
+                           "-d", str(dataset_id), "-c", "3d_fullres", "-f", str(fold), "-p", self.plans,
+                           "-tr", trainer, "-device", self.profile.device, "--disable_tta", "-npp", "1", "-nps", "1"]
+                if missing:
+                    command += ["--missing", *missing]
+                self.run_command(command, f"predict_{tag}_{row}")
+                open(done, "w").close()
+            rows[row] = dice_per_case(output, os.path.join(raw, "labelsTs"))
+        with open(os.path.join(raw, "case_centers.json")) as f:
+            centers = json.load(f)
+        result = {"table": self.table.number, "cell": asdict(cell), "fold": fold, "trainer": trainer,
+                  "dataset_id": dataset_id, "dice": rows, "case_centers": {c: centers[c] for c in rows["all"]},
+                  "profile": asdict(self.profile), "provenance": provenance(seed=seed)}
+        os.makedirs(run_folder, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(path + ".tmp", path)
+        return result
+
+    def run(self) -> List[Dict]:
+        """Every selected cell, every run: fold-major, so an interrupted grid already covers every cell."""
+        results = []
+        total = self.runs * len(self.cells)
+        for fold in range(self.runs):
+            for cell in self.cells:
+                started = time.time()
+                results.append(self.run_cell(cell, fold))
+                self.log(f"[{len(results)}/{total}] {cell.label}, fold {fold}: done in {time.time() - started:.0f} s")
+        return results
+
+    def finished_results(self) -> List[Dict]:
+        return [self.run_cell(c, f) for f in range(self.runs) for c in self.cells
+                if os.path.isfile(self.result_path(c, f))]
+
+
+def results_by_cell(results: Iterable[Dict]) -> Dict[str, List[Dict]]:
+    grouped: Dict[str, List[Dict]] = {}
+    for result in results:
+        grouped.setdefault(result["cell"]["key"], []).append(result)
+    return grouped

@@ -1,0 +1,82 @@
+"""Robustness of one trained model to every non-empty subset of its input channels.
+
+Each subset is predicted through `nnunet_ext_predict` (absent channels zero-filled, the stock predictor
+underneath) and scored per center: a matrix subset x center -> Dice, as Markdown, CSV and a heatmap.
+"""
+import csv
+import itertools
+import json
+import os
+import subprocess
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from nnunet_ext.evaluation.folders import dice_per_case, summarize_by_center
+from nnunet_ext.paths import nnunet_environment
+
+
+def channel_subsets(channel_names: Sequence[str]) -> List[Tuple[str, ...]]:
+    """Every non-empty subset, largest first, in channel order within a size."""
+    names = list(channel_names)
+    return [subset for size in range(len(names), 0, -1) for subset in itertools.combinations(names, size)]
+
+
+def robustness_matrix(images: str, labels: str, output: str, channel_names: Sequence[str],
+                      predict_args: Sequence[str], case_centers: Optional[Mapping[str, str]] = None,
+                      log: Callable[[str], None] = print) -> Dict[str, Dict]:
+    """{subset label: summary per center (mean, std, n)} for every subset; predictions kept under output/."""
+    matrix = {}
+    subsets = channel_subsets(channel_names)
+    for number, subset in enumerate(subsets, start=1):
+        label = "+".join(subset)
+        missing = [c for c in channel_names if c not in subset]
+        prediction = os.path.join(output, "predictions", label)
+        if not os.path.isfile(os.path.join(prediction, ".complete")):
+            command = ["nnunet_ext_predict", "-i", images, "-o", prediction, *predict_args]
+            if missing:
+                command += ["--missing", *missing]
+            completed = subprocess.run(command, env=nnunet_environment(), capture_output=True, text=True)
+            if completed.returncode != 0:
+                raise RuntimeError(f"prediction with {label} failed:\n{completed.stderr[-2000:]}")
+            open(os.path.join(prediction, ".complete"), "w").close()
+        matrix[label] = summarize_by_center(dice_per_case(prediction, labels), case_centers)
+        log(f"[{number}/{len(subsets)}] {label}: Dice {matrix[label]['all']['mean']:.3f}")
+    return matrix
+
+
+def write_robustness_report(matrix: Dict[str, Dict], output: str, command: str, provenance: Dict) -> Dict[str, str]:
+    columns = list(next(iter(matrix.values())))
+    paths = {k: os.path.join(output, f"robustness.{k}") for k in ("md", "csv", "json", "png")}
+    with open(paths["md"], "w") as f:
+        f.write(f"# Robustness to absent channels\n\nCommand: `{command}`\n\n"
+                "Mean Dice ± std over cases; absent channels are zero images.\n\n"
+                "| channels present | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n")
+        for subset, row in matrix.items():
+            f.write(f"| {subset} | " + " | ".join(f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}" for c in columns)
+                    + " |\n")
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["channels_present"] + columns)
+        for subset, row in matrix.items():
+            writer.writerow([subset] + [row[c]["mean"] for c in columns])
+    with open(paths["json"], "w") as f:
+        json.dump({"matrix": matrix, "command": command, "provenance": provenance}, f, indent=2)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    values = np.array([[row[c]["mean"] for c in columns] for row in matrix.values()])
+    figure, axis = plt.subplots(figsize=(1.2 * len(columns) + 2, 0.45 * len(matrix) + 1.5))
+    image = axis.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    axis.set_xticks(range(len(columns)), columns)
+    axis.set_yticks(range(len(matrix)), list(matrix))
+    for (i, j), value in np.ndenumerate(values):
+        axis.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.5 else "black")
+    figure.colorbar(image, label="Dice")
+    axis.set_xlabel("center")
+    axis.set_ylabel("channels present")
+    figure.tight_layout()
+    figure.savefig(paths["png"], dpi=100)
+    plt.close(figure)
+    return paths

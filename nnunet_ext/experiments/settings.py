@@ -1,0 +1,109 @@
+"""What the experiments of Tables 2 and 3 are: settings, grid cells, profiles, and the paper's numbers.
+
+Table 2 (in-domain): inputs DWI + ADC, every center in training, ADC droppable; evaluated with all channels
+and with ADC absent. Table 3 (unseen center): inputs DWI + ADC + B0, the center without B0 (D here, ISLES in
+the paper) held out; B0 droppable; a lower bound (no dropout, D not trained on) and an upper bound (D in
+training with its black B0); evaluated with all channels and with B0 absent.
+"""
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+PROBABILITIES = (0.2, 0.5, 0.8)
+# method -> trainer family in nnunet_ext.training.variants (None: no dropout)
+METHODS: Dict[str, Optional[str]] = {"none": None, "MultiUnet": "MultiUnet", "Gradual": "GradualDrop",
+                                     "ModDrop+": "ModDropPlus"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row pair of a table: a method at a drop probability, trained on one dataset variant."""
+    key: str
+    method: str
+    probability: Optional[float]
+    dataset_variant: str  # "all_centers" or "unseen_held_out"
+    label: str
+
+    def trainer(self, epochs: int) -> str:
+        family = METHODS[self.method]
+        suffix = "" if epochs == 1000 else f"_{epochs}epochs"
+        if family is None:
+            return f"nnUNetTrainerNoDropout{suffix}"
+        return f"nnUNetTrainer{family}_p{round(self.probability * 10):02d}{suffix}"
+
+
+def _grid(variant: str, first: Tuple[Cell, ...]) -> Tuple[Cell, ...]:
+    cells = list(first)
+    for probability in PROBABILITIES:
+        for method in ("MultiUnet", "Gradual", "ModDrop+"):
+            cells.append(Cell(f"{method}_p{round(probability * 10):02d}", method, probability, variant,
+                              f"{method} {probability}"))
+    return tuple(cells)
+
+
+@dataclass(frozen=True)
+class TableSetting:
+    number: int
+    channels: Tuple[str, ...]
+    droppable: str
+    unseen_center: Optional[str]
+    cells: Tuple[Cell, ...]
+
+
+TABLES: Dict[int, TableSetting] = {
+    2: TableSetting(2, ("DWI", "ADC"), "ADC", None,
+                    _grid("all_centers", (Cell("no_dropout", "none", None, "all_centers", "no dropout"),))),
+    3: TableSetting(3, ("DWI", "ADC", "B0"), "B0", "D",
+                    _grid("unseen_held_out", (
+                        Cell("lower_bound", "none", None, "unseen_held_out", "no dropout, D unseen (lower bound)"),
+                    )) + (Cell("upper_bound", "none", None, "all_centers", "no dropout, D in training (upper bound)"),)),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    train_per_center: int
+    test_per_center: int
+    size: int
+    epochs: int                       # must be a listed trainer variant: 8, 100, 400 or 1000
+    iterations_per_epoch: Optional[int]
+    val_iterations_per_epoch: Optional[int]
+    runs: int                         # folds 0..runs-1, each with its own seed
+    cpu_plans: bool
+    device: str
+    seed: int = 0
+
+
+PROFILES: Dict[str, Profile] = {
+    # about two hours per table on 2 CPU cores
+    "quick": Profile("quick", 6, 3, 48, 8, 60, 4, 3, True, "cpu"),
+    # nnU-Net's own plans and epochs: for a GPU, or for real data through the converters
+    "full": Profile("full", 20, 5, 96, 1000, None, None, 3, False, "cuda"),
+    # the harness's own test: every code path, minutes on a CPU
+    "ci": Profile("ci", 3, 1, 32, 8, 2, 1, 1, True, "cpu"),
+}
+
+
+# The paper's averages (Table 2, 3; mean Dice over its four test centers), row 1 all channels, row 2 the
+# channel missing; for Table 3 also the unseen center (ISLES) with B0 missing. None: lost in the text copy.
+@dataclass(frozen=True)
+class PaperRow:
+    average_all: Optional[float]
+    average_missing: Optional[float]
+    unseen_missing: Optional[float] = None
+
+
+PAPER: Dict[int, Dict[str, PaperRow]] = {
+    2: {"no_dropout": PaperRow(0.760, 0.686),
+        "MultiUnet_p02": PaperRow(0.749, 0.743), "Gradual_p02": PaperRow(0.756, 0.745),
+        "ModDrop+_p02": PaperRow(0.756, 0.753), "MultiUnet_p05": PaperRow(0.760, 0.758),
+        "Gradual_p05": PaperRow(0.746, 0.733), "ModDrop+_p05": PaperRow(0.753, 0.747),
+        "MultiUnet_p08": PaperRow(0.753, 0.753), "Gradual_p08": PaperRow(0.751, 0.740),
+        "ModDrop+_p08": PaperRow(0.753, 0.752)},
+    3: {"lower_bound": PaperRow(0.763, 0.725, 0.622), "upper_bound": PaperRow(0.761, 0.747, 0.782),
+        "MultiUnet_p02": PaperRow(0.767, 0.743, 0.672), "Gradual_p02": PaperRow(0.763, 0.735, 0.650),
+        "ModDrop+_p02": PaperRow(0.753, 0.719, 0.617), "MultiUnet_p05": PaperRow(None, 0.738, 0.637),
+        "Gradual_p05": PaperRow(0.766, 0.738, 0.655), "ModDrop+_p05": PaperRow(0.760, 0.728, 0.630),
+        "MultiUnet_p08": PaperRow(0.761, 0.741, 0.682), "Gradual_p08": PaperRow(0.768, None, 0.701),
+        "ModDrop+_p08": PaperRow(0.768, 0.734, 0.635)},
+}

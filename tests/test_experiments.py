@@ -1,0 +1,163 @@
+"""The Table 2/3 harness and the robustness report: settings, datasets, aggregation, files, one real mini-grid."""
+import csv
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
+from nnunet_ext.experiments.datasets import derive_dataset
+from nnunet_ext.experiments.report import effect_check, summarize_cell, verdict, write_report
+from nnunet_ext.experiments.robustness import channel_subsets
+from nnunet_ext.experiments.settings import PROFILES, TABLES
+from nnunet_ext.training.variants import parse_trainer_name
+
+
+def test_grids_have_the_papers_cells_and_listed_trainers():
+    assert [c.key for c in TABLES[2].cells][:4] == ["no_dropout", "MultiUnet_p02", "Gradual_p02", "ModDrop+_p02"]
+    assert len(TABLES[2].cells) == 10 and len(TABLES[3].cells) == 11
+    assert {c.key for c in TABLES[3].cells} >= {"lower_bound", "upper_bound"}
+    for table in TABLES.values():
+        for cell in table.cells:
+            for profile in PROFILES.values():
+                parse_trainer_name(cell.trainer(profile.epochs))  # every trainer name exists as a variant
+    assert TABLES[2].cells[5].trainer(8) == "nnUNetTrainerGradualDrop_p05_8epochs"
+    assert TABLES[3].cells[0].trainer(1000) == "nnUNetTrainerNoDropout"
+
+
+def test_channel_subsets_are_every_non_empty_subset_largest_first():
+    assert channel_subsets(["DWI", "ADC"]) == [("DWI", "ADC"), ("DWI",), ("ADC",)]
+    subsets = channel_subsets(["DWI", "ADC", "B0"])
+    assert len(subsets) == 7 and subsets[0] == ("DWI", "ADC", "B0") and len(set(subsets)) == 7
+
+
+def _run(dice_all, dice_missing, centers):
+    return {"dice": {"all": dice_all, "missing": dice_missing}, "case_centers": centers}
+
+
+def test_summary_known_values():
+    centers = {"a1": "A", "a2": "A", "b1": "B"}
+    runs = [_run({"a1": 1.0, "a2": 0.5, "b1": 0.5}, {"a1": 0.5, "a2": 0.5, "b1": 0.0}, centers),
+            _run({"a1": 0.5, "a2": 0.5, "b1": 1.0}, {"a1": 0.5, "a2": 0.5, "b1": 0.5}, centers)]
+    summary = summarize_cell(runs)
+    a = summary["all"]["centers"]["A"]
+    assert a["mean"] == pytest.approx(0.625) and a["std_runs"] == pytest.approx(0.125)
+    assert a["std_cases"] == pytest.approx(np.std([1.0, 0.5, 0.5, 0.5]))
+    # average over centers per run: run 1 (0.75 + 0.5) / 2, run 2 (0.5 + 1.0) / 2
+    assert summary["all"]["average"]["mean"] == pytest.approx(0.6875)
+    assert summary["missing"]["average"]["runs"] == 2
+
+
+@pytest.mark.parametrize("method,baseline,expected", [
+    ({"mean": 0.8, "std_runs": 0.01, "runs": 3}, {"mean": 0.6, "std_runs": 0.02, "runs": 3}, "better"),
+    ({"mean": 0.6, "std_runs": 0.01, "runs": 3}, {"mean": 0.8, "std_runs": 0.02, "runs": 3}, "worse"),
+    ({"mean": 0.62, "std_runs": 0.05, "runs": 3}, {"mean": 0.6, "std_runs": 0.05, "runs": 3}, "no clear difference"),
+    ({"mean": 0.9, "std_runs": 0.0, "runs": 1}, {"mean": 0.1, "std_runs": 0.0, "runs": 3}, "not judged"),
+])
+def test_verdict_needs_a_difference_beyond_the_run_spread(method, baseline, expected):
+    assert verdict(method, baseline).startswith(expected)
+
+
+def test_effect_check():
+    def cell(all_mean, missing_mean):
+        return {row: {"average": {"mean": m}} for row, m in (("all", all_mean), ("missing", missing_mean))}
+    check = effect_check({"no_dropout": cell(0.8, 0.6), "Gradual_p05": cell(0.8, 0.78), "MultiUnet_p05": cell(0.8, 0.7)},
+                         "no_dropout")
+    assert check["baseline_kept_fraction"] == 0.75 and check["baseline_loses_10_percent"]
+    assert check["methods_keep_95_percent"] == {"Gradual_p05": True, "MultiUnet_p05": False}
+
+
+@pytest.fixture(scope="module")
+def source_cohort(tmp_path_factory):
+    spec = CohortSpec(dataset_id=510, train_per_center=2, test_per_center=1, size=24, seed=1)
+    return write_cohort(spec, str(tmp_path_factory.mktemp("raw")), progress=False)
+
+
+def test_derived_dataset_keeps_channels_and_holds_a_center_out(source_cohort, tmp_path):
+    folder = derive_dataset(source_cohort, str(tmp_path), 512, "T3", ("DWI", "ADC", "B0"), "B0", held_out_center="D")
+    dataset = json.load(open(os.path.join(folder, "dataset.json")))
+    assert dataset["droppable_channels"] == ["B0"] and dataset["numTraining"] == 6
+    centers = json.load(open(os.path.join(folder, "case_centers.json")))
+    trained = {centers[f[:-7]] for f in os.listdir(os.path.join(folder, "labelsTr"))}
+    tested = {centers[f[:-7]] for f in os.listdir(os.path.join(folder, "labelsTs"))}
+    assert trained == {"A", "B", "C"} and tested == {"A", "B", "C", "D"}
+
+    two = derive_dataset(source_cohort, str(tmp_path), 511, "T2", ("DWI", "ADC"), "ADC")
+    assert json.load(open(os.path.join(two, "dataset.json")))["channel_names"] == {"0": "DWI", "1": "ADC"}
+    images = sorted(os.listdir(os.path.join(two, "imagesTr")))
+    assert len(images) == 2 * 8 and not any(f.endswith("_0002.nii.gz") for f in images)
+    # ADC is channel 1 in both: the same file content
+    with open(os.path.join(two, "imagesTr", "stroke_A_000_0001.nii.gz"), "rb") as f1, \
+            open(os.path.join(source_cohort, "imagesTr", "stroke_A_000_0001.nii.gz"), "rb") as f2:
+        assert f1.read() == f2.read()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(channels=("DWI", "T2")), "channel\\(s\\) T2 not in"),
+    (dict(droppable="B0"), "droppable channel 'B0' is not among"),
+    (dict(held_out_center="E"), "center 'E' not in"),
+])
+def test_bad_derivations_are_refused(source_cohort, tmp_path, kwargs, message):
+    arguments = dict(channels=("DWI", "ADC"), droppable="ADC", held_out_center=None)
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        derive_dataset(source_cohort, str(tmp_path), 511, "T2", **arguments)
+    assert os.listdir(tmp_path) == []
+
+
+def test_table_three_report_files_parse(tmp_path):
+    centers = {"a": "A", "d": "D"}
+
+    def runs(all_a, missing_d):
+        return [_run({"a": all_a, "d": 0.5}, {"a": all_a, "d": missing_d + delta}, centers) for delta in (0, 0.02)]
+    summaries = {"lower_bound": summarize_cell(runs(0.8, 0.3)), "upper_bound": summarize_cell(runs(0.8, 0.7)),
+                 "Gradual_p05": summarize_cell(runs(0.8, 0.6)), "MultiUnet_p02": summarize_cell(runs(0.7, 0.5))}
+    labels = {c.key: c.label for c in TABLES[3].cells}
+    paths = write_report(TABLES[3], PROFILES["ci"], summaries, labels, str(tmp_path / "table3"), "cmd",
+                         {"versions": {}})
+    markdown = open(paths["md"]).read()
+    assert len(re.findall(r"^\| Exp\d+ \|", markdown, re.MULTILINE)) == 8 and "D (unseen)" in markdown and "(unseen 0.622)" in markdown
+    assert "Gradual 0.5: better" in markdown
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert len(rows) == 8 and float(rows[0]["D_mean"]) == pytest.approx(0.5)
+    assert json.load(open(paths["json"]))["verdicts"]["Gradual_p05"] == "better"
+    assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tmp_path):
+    """One method, one probability, one run of a few iterations: every step of the real code path."""
+    workdir = tmp_path / "repro"
+    out = tmp_path / "table2_ci"
+    nnunet_workspace.run(["nnunet_ext_reproduce", "--table", "2", "--profile", "ci", "--workdir", str(workdir),
+                          "--methods", "Gradual", "--probabilities", "0.5", "--out", str(out)], timeout=1200)
+    result = json.load(open(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json"))
+    assert result["trainer"] == "nnUNetTrainerGradualDrop_p05_8epochs" and result["dataset_id"] == 511
+    assert sorted(result["dice"]) == ["all", "missing"] and len(result["dice"]["all"]) == 4
+    assert result["provenance"]["seed"] == 0 and "nnunetv2" in result["provenance"]["versions"]
+    report = json.load(open(str(out) + ".json"))
+    assert set(report["summaries"]) == {"Gradual_p05"} and report["profile"] == "ci"
+    assert "| Exp1 | Gradual 0.5 | ADC absent |" in open(str(out) + ".md").read()
+    log = open(workdir / "commands.log").read()
+    assert "nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8epochs" in log
+    # resumable: a second call finds the run done and only rewrites the report
+    again = nnunet_workspace.run(["nnunet_ext_reproduce", "--table", "2", "--profile", "ci", "--workdir",
+                                  str(workdir), "--methods", "Gradual", "--probabilities", "0.5"])
+    assert "training" not in again.stdout and log == open(workdir / "commands.log").read()
+
+    raw = workdir / "nnUNet_raw" / "Dataset511_Table2_all_centers"
+    env = {"nnUNet_raw": str(workdir / "nnUNet_raw"), "nnUNet_preprocessed": str(workdir / "nnUNet_preprocessed"),
+           "nnUNet_results": str(workdir / "nnUNet_results")}
+    robustness = tmp_path / "robustness"
+    nnunet_workspace.run(["nnunet_ext_robustness", "-i", str(raw / "imagesTs"), "-r", str(raw / "labelsTs"),
+                          "-o", str(robustness), "-d", "511", "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU",
+                          "-tr", "nnUNetTrainerGradualDrop_p05_8epochs", "--centers", str(raw / "case_centers.json"),
+                          "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
+    matrix = json.load(open(robustness / "robustness.json"))["matrix"]
+    assert list(matrix) == ["DWI+ADC", "DWI", "ADC"]
+    assert set(matrix["DWI"]) == {"A", "B", "C", "D", "all"}
+    assert all(0 <= matrix[s]["all"]["mean"] <= 1 for s in matrix)
+    rows = list(csv.reader(open(robustness / "robustness.csv")))
+    assert rows[0] == ["channels_present", "A", "B", "C", "D", "all"] and len(rows) == 4
+    assert open(robustness / "robustness.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
