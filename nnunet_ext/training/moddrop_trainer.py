@@ -3,7 +3,7 @@
 ModDrop+ = the dynamic head with MultiUnet-style dropout (factor 0, exact zeros, channels chosen by name);
 the trainer states each sample's code from its dropout draw (1 = kept). At inference the code is read off
 the input (an all-zero channel is absent), so the stock predictor and its sliding window need nothing else.
-ModDrop++ adds intra-subject co-training: every batch goes through the same weights twice, full and dropped,
+ModDrop++ adds intra-subject co-training: every batch goes through the same weights full and dropped,
 and the loss adds a dissimilarity of the two dynamic-head outputs to nnU-Net's loss on both outputs.
 
 Settings read at start-up (and kept for --c like the others):
@@ -81,14 +81,19 @@ class nnUNetTrainerModDropPlusPlus(nnUNetTrainerModDropPlus):
 
     def cotraining_loss(self, full_data: torch.Tensor, dropped_data: torch.Tensor, code: torch.Tensor, target):
         """nnU-Net's loss on the full and on the dropped batch, plus weight x dissimilarity of the two
-        dynamic-head outputs; returns (total, similarity term)."""
+        dynamic-head outputs; returns (total, similarity term).
+
+        Both go through the network as one batch of 2N: the same as two passes (instance norm is per sample),
+        cheaper, and one forward per backward is what DDP supports."""
+        n = full_data.shape[0]
         with capturing_head_output(self.network) as head:
-            with using_modality_code(self.network, torch.ones_like(code)):
-                output_full = self.network(full_data)
-                features_full = head.last_output
-            with using_modality_code(self.network, code):
-                output_dropped = self.network(dropped_data)
-                features_dropped = head.last_output
+            with using_modality_code(self.network, torch.cat([torch.ones_like(code), code])):
+                output = self.network(torch.cat([full_data, dropped_data]))
+            features_full, features_dropped = head.last_output[:n], head.last_output[n:]
+        if isinstance(output, (list, tuple)):  # deep supervision
+            output_full, output_dropped = [o[:n] for o in output], [o[n:] for o in output]
+        else:
+            output_full, output_dropped = output[:n], output[n:]
         segmentation = self.loss(output_full, target) + self.loss(output_dropped, target)
         dissimilarity = feature_dissimilarity(features_full, features_dropped, self.cotraining["similarity"])
         if self.cotraining["weight"] == 0:
