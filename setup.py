@@ -38,6 +38,7 @@ setup(
             "nnunet_ext_demo=nnunet_ext.cli.demo:main",
             "nnunet_ext_reproduce=nnunet_ext.cli.reproduce:main",
             "nnunet_ext_robustness=nnunet_ext.cli.robustness:main",
+            "nnunet_ext_postprocess=nnunet_ext.cli.postprocess:main",
             "nnunet_ext_evaluate=nnunet_ext.cli.evaluate:main",
             "nnunet_ext_convert=nnunet_ext.cli.convert:main",
             "nnunet_ext_splits=nnunet_ext.cli.splits:main",
