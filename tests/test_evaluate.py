@@ -69,6 +69,25 @@ def test_summary_per_center_has_known_means_and_the_empty_mask_conventions(folde
     assert rows["b1"]["fp_sizes_ml"] == "0.006" and rows["b1"]["fp"] == "1"
 
 
+def test_group_key_splits_by_a_field_of_a_per_case_record(folders, tmp_path):
+    """The clot cohort's occlusions.json holds a record per case: group detection metrics by 'occlusion'."""
+    prediction, reference, _, out = folders
+    occlusions = tmp_path / "occlusions.json"
+    occlusions.write_text(json.dumps({"a1": {"occlusion": "proximal", "vessel": "M1"},
+                                      "a2": {"occlusion": "distal", "vessel": "M2"},
+                                      "b1": {"occlusion": "distal"}, "b2": {"occlusion": "proximal"}}))
+    evaluate_main([str(prediction), str(reference), "--centers", str(occlusions), "--group-key", "occlusion",
+                   "-o", str(out), "--quiet"])
+    label = json.loads((out / "summary.json").read_text())["metrics"]["1"]
+    assert list(label) == ["distal", "proximal", "all"]
+    assert label["proximal"]["detection_rate"] == {"mean": 1.0, "std": 0.0, "n": 1}  # a1 found; b2 undefined
+    assert label["distal"]["pooled"] == {**label["distal"]["pooled"], "tp": 0, "fp": 1, "fn": 1}
+    with pytest.raises(SystemExit, match="no field 'vessel' for case"):
+        evaluate_main([str(prediction), str(reference), "--centers", str(occlusions), "--group-key", "vessel",
+                       "-o", str(tmp_path / "out2"), "--quiet"])
+    assert not (tmp_path / "out2").exists()
+
+
 def test_two_processes_give_the_same_rows_as_one(folders):
     prediction, reference, centers, _ = folders
     one = evaluate_folders(str(prediction), str(reference), EvaluationSettings(), None, num_processes=1)

@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("predictions", help="folder of predicted label files (CASE.nii.gz)")
     parser.add_argument("references", help="folder of reference label files (e.g. labelsTs)")
     parser.add_argument("-o", "--output", required=True, help="folder for per_case.csv and summary.json")
-    parser.add_argument("--centers", help="JSON file mapping case -> center (e.g. the dataset's case_centers.json)")
+    parser.add_argument("--centers", help="JSON file mapping case -> center (e.g. the dataset's case_centers.json), "
+                                          "or case -> record with --group-key (e.g. the clot cohort's occlusions.json)")
+    parser.add_argument("--group-key", help="with --centers holding a record per case: the field to group by, "
+                                            "e.g. 'occlusion' for proximal/distal")
     parser.add_argument("--label", type=int, nargs="+", default=[1],
                         help="label value(s) to evaluate, each separately; every other nonzero value is an error")
     parser.add_argument("--matching", choices=MATCHING_RULES, default=defaults.rule,
@@ -60,6 +63,12 @@ def main(argv=None) -> None:
         if args.centers:
             with open(args.centers) as f:
                 centers = json.load(f)
+            if args.group_key:
+                missing = [case for case, record in centers.items()
+                           if not isinstance(record, dict) or args.group_key not in record]
+                if missing:
+                    raise ValueError(f"{args.centers}: no field {args.group_key!r} for case(s) {', '.join(missing[:5])}")
+                centers = {case: str(record[args.group_key]) for case, record in centers.items()}
         progress = None if args.quiet else (
             lambda iterable, total: tqdm(iterable, total=total, desc="evaluating", unit="case", file=sys.stderr))
         rows = evaluate_folders(args.predictions, args.references, settings, centers, args.num_processes, progress)

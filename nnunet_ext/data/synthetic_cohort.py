@@ -47,6 +47,22 @@ _SHINE_THROUGH = (2.4, 1.6, 2.6)
 _ADC_DARK = (0.85, 0.5, 0.45)
 
 
+def check_cohort_spec(spec, known_centers: Sequence[str], channels: Sequence[str]) -> None:
+    """The checks every cohort spec shares (dataset id, case counts, size, centers, droppable channels)."""
+    if not 1 <= spec.dataset_id <= 999:
+        raise ValueError(f"dataset_id must be in 1..999 (nnU-Net uses three digits), got {spec.dataset_id}")
+    if spec.train_per_center < 1 or spec.test_per_center < 0:
+        raise ValueError("train_per_center must be >= 1 and test_per_center >= 0")
+    if not 24 <= spec.size <= 256:
+        raise ValueError(f"size must be in 24..256 (mm of field of view), got {spec.size}")
+    unknown = [c for c in spec.centers if c not in known_centers]
+    if unknown or not spec.centers or len(set(spec.centers)) != len(spec.centers):
+        raise ValueError(f"centers {list(spec.centers)} must be distinct names from {list(known_centers)}")
+    bad = [c for c in spec.droppable_channels if c not in channels]
+    if bad:
+        raise ValueError(f"unknown modality {bad[0]!r}; the cohort has {', '.join(channels)}")
+
+
 @dataclass(frozen=True)
 class CohortSpec:
     dataset_id: int = 501
@@ -59,19 +75,7 @@ class CohortSpec:
     centers: Tuple[str, ...] = tuple(c.name for c in CENTERS)
 
     def __post_init__(self):
-        if not 1 <= self.dataset_id <= 999:
-            raise ValueError(f"dataset_id must be in 1..999 (nnU-Net uses three digits), got {self.dataset_id}")
-        if self.train_per_center < 1 or self.test_per_center < 0:
-            raise ValueError("train_per_center must be >= 1 and test_per_center >= 0")
-        if not 24 <= self.size <= 256:
-            raise ValueError(f"size must be in 24..256 voxels, got {self.size}")
-        known = [c.name for c in CENTERS]
-        unknown = [c for c in self.centers if c not in known]
-        if unknown or not self.centers or len(set(self.centers)) != len(self.centers):
-            raise ValueError(f"centers {list(self.centers)} must be distinct names from {known}")
-        bad = [c for c in self.droppable_channels if c not in CHANNELS]
-        if bad:
-            raise ValueError(f"unknown modality {bad[0]!r}; the cohort has {', '.join(CHANNELS)}")
+        check_cohort_spec(self, [c.name for c in CENTERS], CHANNELS)
 
     @property
     def folder_name(self) -> str:
@@ -203,12 +207,11 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
             "name": spec.name,
             "description": "nnunet-ext synthetic multi-center stroke cohort (center D has no B0: zero image)",
         }
-        _write_json(os.path.join(staging, "dataset.json"), dataset_json)
-        _write_json(os.path.join(staging, "case_centers.json"), {case: center for case, center, _ in plan})
-        _write_json(os.path.join(staging, "cohort.json"), {
+        write_json(os.path.join(staging, "dataset.json"), dataset_json)
+        write_json(os.path.join(staging, "case_centers.json"), {case: center for case, center, _ in plan})
+        write_json(os.path.join(staging, "cohort.json"), {
             "spec": asdict(spec), "centers": [asdict(profiles[c]) for c in spec.centers],
             "splits": {case: split for case, _, split in plan}, "provenance": provenance(seed=spec.seed)})
     return final
 
 
-_write_json = write_json  # kept for callers of the old private name

@@ -7,7 +7,8 @@ folders, so every setting of a variant is spelled in its name:
 
 Family: GradualDrop (schedule 'paper'), GradualDropCode2025 ('code2025'), GradualDropExp ('exp'),
 MultiUnet (schedule 'none', i.e. plain dropout with factor 0), ModDropPlus / ModDropPlusPlus (dynamic
-first convolution, without / with co-training) and NoDropout (our budget knobs, no drop).
+first convolution, without / with co-training), NoDropout (our budget knobs, no drop), and the clot network
+trainers UpAttLLSTM / UpAttLLSTMGradualDrop (PHASE droppable by default).
 _pXY is the drop probability X.Y (the paper's "1-p"): _p02 = 0.2, _p05 = 0.5, _p08 = 0.8, _p10 = 1.0;
 default 0.5. _Nepochs sets num_epochs (default 1000; the paper fine-tunes with 400).
 """
@@ -18,6 +19,7 @@ from typing import Dict, Optional, Tuple, Type
 from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 from nnunet_ext.training.moddrop_trainer import nnUNetTrainerModDropPlus, nnUNetTrainerModDropPlusPlus
+from nnunet_ext.training.upattllstm_trainer import nnUNetTrainerUpAttLLSTM, nnUNetTrainerUpAttLLSTMGradualDrop
 
 # family -> (base class, dropout schedule); None: no modality dropout
 FAMILIES: Dict[str, Tuple[Type[nnUNetTrainerExt], Optional[str]]] = {
@@ -28,6 +30,8 @@ FAMILIES: Dict[str, Tuple[Type[nnUNetTrainerExt], Optional[str]]] = {
     "ModDropPlus": (nnUNetTrainerModDropPlus, "none"),
     "ModDropPlusPlus": (nnUNetTrainerModDropPlusPlus, "none"),
     "NoDropout": (nnUNetTrainerExt, None),
+    "UpAttLLSTM": (nnUNetTrainerUpAttLLSTM, None),
+    "UpAttLLSTMGradualDrop": (nnUNetTrainerUpAttLLSTMGradualDrop, "paper"),
 }
 _NAME = re.compile(r"^nnUNetTrainer(?P<family>[A-Za-z0-9]+?)(?:_p(?P<prob>\d{2}))?(?:_(?P<epochs>\d+)epochs)?$")
 
@@ -47,7 +51,7 @@ def parse_trainer_name(name: str) -> VariantSpec:
                          f"with Family in {', '.join(FAMILIES)}")
     schedule = FAMILIES[match["family"]][1]
     if schedule is None and match["prob"] is not None:
-        raise ValueError(f"{name!r}: the NoDropout family takes no drop probability")
+        raise ValueError(f"{name!r}: the {match['family']} family takes no drop probability")
     epochs = int(match["epochs"]) if match["epochs"] else 1000
     if epochs < 1:
         raise ValueError(f"{name!r}: the number of epochs must be >= 1")

@@ -1,0 +1,178 @@
+"""Parameters and CPU inference time per case of UpAttLLSTM (Table-4 sizes) vs the stock nnU-Net 3d_fullres
+network, on the same volume, through the same nnU-Net predictor.
+
+    python benchmarks/upattllstm_inference.py [--size 128] [--repeats 3] [--threads 1]
+
+Builds a small synthetic clot cohort (field of view --size mm; center A's 2 x 0.9 x 0.9 mm voxels), runs the stock
+nnUNetv2_plan_and_preprocess and nnunet_ext_plan_upattllstm (Table-4 template: patch 12 x 256 x 256 clipped to
+the data), builds both networks from their plans with seeded random weights (timing does not depend on training)
+and times nnUNetPredictor.predict_single_npy_array on one raw test case: preprocessing, sliding window
+(step 0.5, Gaussian weighting, no mirroring) and resampling back. The two models alternate at every repeat so
+that drift on a shared machine hits both; medians are reported. torch runs with --threads threads (default 1:
+on a machine shared with other jobs, 2 threads made single forward passes vary 40-fold).
+Writes benchmarks/results/upattllstm_inference.{json,md}.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATASET, DATASET_NAME = "502", "Dataset502_SyntheticClot"
+MODELS = {"nnU-Net 3d_fullres": "nnUNetPlans", "UpAttLLSTM": "nnUNetPlans_UpAttLLSTM"}
+
+
+def _prepare(env: dict, size: int, seed: int) -> str:
+    from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
+    spec = ClotCohortSpec(train_per_center=1, test_per_center=1, size=size, seed=seed)
+    raw = os.path.join(env["nnUNet_raw"], spec.folder_name)
+    if not os.path.isfile(os.path.join(env["nnUNet_preprocessed"], DATASET_NAME, "nnUNetPlans_UpAttLLSTM.json")):
+        write_clot_cohort(spec, env["nnUNet_raw"], overwrite=True, progress=False)
+        subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", DATASET, "-c", "3d_fullres", "-np", "2"], env=env,
+                       check=True, capture_output=True)
+        subprocess.run(["nnunet_ext_plan_upattllstm", "-d", DATASET], env=env, check=True, capture_output=True)
+    return raw
+
+
+def _predictor(plans: dict, dataset_json: dict, seed: int):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunet_ext_plans.upattllstm_plans import build_network
+    torch.manual_seed(seed)
+    network = build_network(plans, dataset_json).eval()
+    manager = PlansManager(plans)
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                                verbose_preprocessing=False, allow_tqdm=False)
+    predictor.manual_initialization(network, manager, manager.get_configuration("3d_fullres"),
+                                    [network.state_dict()], dataset_json, "benchmark", None)
+    return predictor, network
+
+
+def _tiles(shape, patch) -> int:
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+    padded = [max(s, p) for s, p in zip(shape, patch)]
+    return int(np.prod([len(steps) for steps in compute_steps_for_sliding_window(padded, patch, 0.5)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128, help="field of view of the synthetic cases in mm")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="reused between runs (keeps the preprocessed cohort)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "upattllstm_inference"))
+    args = parser.parse_args()
+
+    from nnunet_ext.paths import nnunet_environment
+    workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_clot_bench_")
+    paths = {n: os.path.join(workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    raw = _prepare(nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="2"), args.size, args.seed)
+    os.environ.update({**paths, "nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"})
+    torch.set_num_threads(args.threads)
+
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunet_ext.networks.clot_networks import count_parameters
+    from nnunet_ext.provenance import provenance
+
+    folder = os.path.join(paths["nnUNet_preprocessed"], DATASET_NAME)
+    dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
+    case = "clot_A_001"
+    files = [os.path.join(raw, "imagesTs", f"{case}_{c:04d}.nii.gz") for c in range(3)]
+    image, properties = SimpleITKIO().read_images(files)
+    runs = {}
+    for name, plans_name in MODELS.items():
+        plans = json.load(open(os.path.join(folder, f"{plans_name}.json")))
+        predictor, network = _predictor(plans, dataset_json, args.seed)
+        configuration = plans["configurations"]["3d_fullres"]
+        runs[name] = {"predictor": predictor, "parameters": count_parameters(network),
+                      "patch_size": configuration["patch_size"],
+                      "network_class": configuration["architecture"]["network_class_name"], "seconds": []}
+    # both plans share the preprocessing (same data_identifier): one preprocessed shape for the tile counts
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    manager = runs["UpAttLLSTM"]["predictor"].plans_manager
+    preprocessed, _, _ = DefaultPreprocessor(verbose=False).run_case_npy(
+        image, None, dict(properties), manager, manager.get_configuration("3d_fullres"), dataset_json)
+    for repeat in range(args.repeats):
+        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
+        for name in order:
+            start = time.perf_counter()
+            runs[name]["predictor"].predict_single_npy_array(image, properties)
+            runs[name]["seconds"].append(time.perf_counter() - start)
+
+    # the network alone on one tile: cost per voxel, apart from how many tiles the sliding window needs
+    for repeat in range(args.repeats):
+        for name in (list(runs) if repeat % 2 == 0 else list(reversed(runs))):
+            tile = torch.randn(1, 3, *runs[name]["patch_size"], generator=torch.Generator().manual_seed(args.seed))
+            network = runs[name]["predictor"].network
+            with torch.no_grad():
+                start = time.perf_counter()
+                network(tile)
+                runs[name].setdefault("tile_seconds", []).append(time.perf_counter() - start)
+
+    results = {}
+    for name, run in runs.items():
+        tile_seconds = statistics.median(run["tile_seconds"])
+        results[name] = {"network_class": run["network_class"], "parameters": run["parameters"],
+                         "patch_size": run["patch_size"],
+                         "sliding_window_tiles": _tiles(preprocessed.shape[1:], run["patch_size"]),
+                         "forward_seconds_per_tile_median": round(tile_seconds, 3),
+                         "forward_microseconds_per_voxel": round(1e6 * tile_seconds / np.prod(run["patch_size"]), 2),
+                         "seconds_per_case_median": round(statistics.median(run["seconds"]), 3),
+                         "seconds_per_case": [round(s, 3) for s in run["seconds"]]}
+    ours, stock = results["UpAttLLSTM"], results["nnU-Net 3d_fullres"]
+    summary = {
+        "parameter_ratio": round(ours["parameters"] / stock["parameters"], 4),
+        "time_ratio": round(ours["seconds_per_case_median"] / stock["seconds_per_case_median"], 3),
+        "forward_cost_per_voxel_ratio": round(ours["forward_microseconds_per_voxel"] /
+                                              stock["forward_microseconds_per_voxel"], 3),
+        "target_time_ratio": 0.5,
+    }
+    report = {
+        "benchmark": "upattllstm_inference", "case": case, "raw_shape_zyx": list(image.shape[1:]),
+        "preprocessed_shape": list(preprocessed.shape[1:]), "field_of_view_mm": args.size,
+        "predictor": {"tile_step_size": 0.5, "use_gaussian": True, "use_mirroring": False, "device": "cpu"},
+        "torch_threads": args.threads, "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "load_average_at_end": list(os.getloadavg()), "repeats": args.repeats, "models": results, "summary": summary,
+        "provenance": provenance(seed=args.seed, command=" ".join([os.path.basename(sys.executable)] + sys.argv)),
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    lines = [
+        "# UpAttLLSTM vs nnU-Net 3d_fullres: parameters and CPU inference time per case",
+        "",
+        f"Command: `{report['provenance']['command']}` (seed {args.seed}); {args.threads} torch thread(s) on "
+        f"{os.cpu_count()} CPU cores, load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
+        f"Case {case} of the synthetic clot cohort (field of view {args.size} mm), raw {report['raw_shape_zyx']}, "
+        f"preprocessed {report['preprocessed_shape']}; nnUNetPredictor.predict_single_npy_array (preprocessing, "
+        "sliding window with step 0.5 and Gaussian weighting, no mirroring, resampling back), random weights.",
+        "",
+        "| model | parameters | patch | tiles | forward µs per voxel | s per case (median) | all repeats |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        lines.append(f"| {name} | {result['parameters']:,} | {result['patch_size']} | "
+                     f"{result['sliding_window_tiles']} | {result['forward_microseconds_per_voxel']:.2f} | "
+                     f"{result['seconds_per_case_median']:.2f} | "
+                     f"{', '.join(f'{s:.2f}' for s in result['seconds_per_case'])} |")
+    lines += ["", f"UpAttLLSTM / nnU-Net: parameters {summary['parameter_ratio']:.4f}, time per case "
+                  f"{summary['time_ratio']:.3f} (target <= {summary['target_time_ratio']}), network cost per voxel "
+                  f"{summary['forward_cost_per_voxel_ratio']:.3f}."]
+    with open(args.out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Training the clot networks (UpAttLLSTM and its ablations) inside nnU-Net, as the paper trains them (section 5.2).
+
+What differs from nnUNetTrainer, and why:
+  * no deep supervision: the networks have one output resolution;
+  * each batch pairs crops with and without a clot: the last half of a batch is nnU-Net's foreground
+    oversampling (a crop around a clot voxel), the first half is drawn until it holds no clot voxel
+    (`ClotPairDataLoader`; with batch 2, one of each, the paper's sampling);
+  * augmentation is the paper's: flips along each of the three axes and Gaussian noise, each with probability
+    0.4, instead of nnU-Net's rotations, scaling, blur, contrast and gamma;
+  * the GradualDrop variant adds gradual modality dropout of PHASE (drop probability 0.5, schedule 'paper'),
+    from scratch or as a fine-tune with `-pretrained_weights` (the paper adds 400 epochs).
+The network itself comes from the plans (`nnunet_ext_plan_upattllstm`), so one trainer serves all ablations.
+"""
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from batchgeneratorsv2.helpers.scalar_type import RandomScalar
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+from nnunet_ext.dropout.config import DATASET_JSON_KEY
+from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
+from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
+
+AUGMENTATION_PROBABILITY = 0.4  # paper: flips and Gaussian noise "each chosen with 40 % probability"
+CLOT_FREE_ATTEMPTS = 20
+DEFAULT_DROPPABLE = ("PHASE",)
+
+
+def bbox_holds_foreground(lower: Union[List[int], np.ndarray], upper: Union[List[int], np.ndarray],
+                          locations: Optional[Dict]) -> bool:
+    """Whether any stored foreground voxel (nnU-Net's class_locations, rows [channel, *position]) lies in the
+    box [lower, upper)."""
+    if not locations:
+        return False
+    lower, upper = np.asarray(lower), np.asarray(upper)
+    for voxels in locations.values():
+        voxels = np.asarray(voxels)
+        if voxels.size and np.any(np.all((voxels[:, 1:] >= lower) & (voxels[:, 1:] < upper), axis=1)):
+            return True
+    return False
+
+
+class ClotPairDataLoader(nnUNetDataLoader):
+    """nnU-Net's loader, except that the samples it does not force to contain foreground are drawn until they
+    contain none: with oversample_foreground_percent = 0.5, half the batch holds a clot and half does not.
+
+    'Contains none' is judged on the foreground locations nnU-Net stored at preprocessing (every voxel of a
+    small object, a sample of >= 10,000 for large ones). If no clot-free box is found in CLOT_FREE_ATTEMPTS
+    draws (a clot spanning every possible crop), the last draw is used and counted in `clot_free_misses`.
+    """
+
+    clot_free_misses: int = 0
+
+    def get_bbox(self, data_shape: np.ndarray, force_fg: bool, class_locations: Union[dict, None],
+                 overwrite_class: Union[int, Tuple[int, ...]] = None, verbose: bool = False):
+        if force_fg:
+            return super().get_bbox(data_shape, True, class_locations, overwrite_class, verbose)
+        foreground = {key: value for key, value in (class_locations or {}).items()
+                      if not isinstance(key, tuple) or key != self.annotated_classes_key}
+        for _ in range(CLOT_FREE_ATTEMPTS):
+            lower, upper = super().get_bbox(data_shape, False, class_locations, overwrite_class, verbose)
+            if not bbox_holds_foreground(lower, upper, foreground):
+                return lower, upper
+        self.clot_free_misses += 1
+        return lower, upper
+
+
+class AxisFlipTransform(MirrorTransform):
+    """Flip along each allowed axis independently with probability `probability` (MirrorTransform: 0.5)."""
+
+    def __init__(self, allowed_axes: Tuple[int, ...], probability: float):
+        super().__init__(allowed_axes)
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"flip probability must be in [0, 1], got {probability}")
+        self.probability = probability
+
+    def get_parameters(self, **data_dict) -> dict:
+        return {"axes": [axis for axis in self.allowed_axes if torch.rand(1).item() < self.probability]}
+
+
+def clot_training_transforms(mirror_axes: Optional[Tuple[int, ...]], use_mask_for_norm: Optional[List[bool]] = None,
+                             regions=None, ignore_label=None,
+                             probability: float = AUGMENTATION_PROBABILITY) -> BasicTransform:
+    """The paper's augmentation: flips (per axis) and Gaussian noise, each with `probability`; then nnU-Net's
+    own bookkeeping (zero outside the normalisation mask again, as its pipeline does, so that noise does not
+    reach the background; label -1 outside the image becomes background)."""
+    transforms: List[BasicTransform] = []
+    if mirror_axes:
+        transforms.append(AxisFlipTransform(tuple(mirror_axes), probability))
+    transforms.append(RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1,
+                                                             synchronize_channels=True),
+                                      apply_probability=probability))
+    if use_mask_for_norm is not None and any(use_mask_for_norm):
+        transforms.append(MaskImageTransform(apply_to_channels=[i for i, m in enumerate(use_mask_for_norm) if m],
+                                             channel_idx_in_seg=0, set_outside_to=0))
+    transforms.append(RemoveLabelTansform(-1, 0))
+    if regions is not None:
+        transforms.append(ConvertSegmentationToRegionsTransform(
+            regions=list(regions) + [ignore_label] if ignore_label is not None else regions, channel_in_seg=0))
+    return ComposeTransforms(transforms)
+
+
+class UpAttLLSTMTraining:
+    """Mixin with everything the clot trainers change in nnUNetTrainer (see the module docstring); put it first
+    in the bases, before an nnUNetTrainer subclass."""
+
+    clot_oversample = 0.5
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        self.oversample_foreground_percent = self.clot_oversample
+
+    def collect_settings(self) -> Dict:
+        return {**super().collect_settings(),
+                "clot_sampling": {"oversample_foreground_percent": self.clot_oversample,
+                                  "others": "drawn without foreground"},
+                "augmentation": {"flip_probability_per_axis": AUGMENTATION_PROBABILITY,
+                                 "gaussian_noise_probability": AUGMENTATION_PROBABILITY}}
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        # no rotation or scaling: the loader crops the final patch directly
+        patch_size = self.configuration_manager.patch_size
+        mirror_axes = tuple(range(len(patch_size)))
+        self.inference_allowed_mirroring_axes = mirror_axes
+        return None, False, list(patch_size), mirror_axes
+
+    @staticmethod
+    def get_training_transforms(patch_size: Union[np.ndarray, Tuple[int]], rotation_for_DA: RandomScalar,
+                                deep_supervision_scales: Union[List, Tuple, None], mirror_axes: Tuple[int, ...],
+                                do_dummy_2d_data_aug: bool, use_mask_for_norm: List[bool] = None,
+                                is_cascaded: bool = False, foreground_labels=None, regions=None,
+                                ignore_label: int = None) -> BasicTransform:
+        if is_cascaded or deep_supervision_scales is not None:
+            raise ValueError("the clot trainers support neither cascades nor deep supervision")
+        return clot_training_transforms(mirror_axes, use_mask_for_norm, regions, ignore_label)
+
+    def get_dataloaders(self):
+        # nnUNetTrainer.get_dataloaders has no hook for the loader class, so this is its body with
+        # ClotPairDataLoader for training (no deep supervision, no cascade, no rotation: see above)
+        patch_size = self.configuration_manager.patch_size
+        _, _, initial_patch_size, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        labels = self.label_manager
+        regions = labels.foreground_regions if labels.has_regions else None
+        train_transforms = self.get_training_transforms(
+            patch_size, None, None, mirror_axes, False, use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+            is_cascaded=self.is_cascaded, foreground_labels=labels.foreground_labels, regions=regions,
+            ignore_label=labels.ignore_label)
+        validation_transforms = self.get_validation_transforms(None, is_cascaded=self.is_cascaded,
+                                                               foreground_labels=labels.foreground_labels,
+                                                               regions=regions, ignore_label=labels.ignore_label)
+        dataset_train, dataset_validation = self.get_tr_and_val_datasets()
+        loaders = [loader_class(dataset, self.batch_size, size, patch_size, labels,
+                                oversample_foreground_percent=self.oversample_foreground_percent,
+                                sampling_probabilities=None, pad_sides=None, transforms=transforms,
+                                probabilistic_oversampling=self.probabilistic_oversampling)
+                   for loader_class, dataset, size, transforms in (
+                       (ClotPairDataLoader, dataset_train, initial_patch_size, train_transforms),
+                       (nnUNetDataLoader, dataset_validation, patch_size, validation_transforms))]
+        processes = get_allowed_n_proc_DA()
+        if processes == 0:
+            augmenters = [SingleThreadedAugmenter(loader, None) for loader in loaders]
+        else:
+            augmenters = [NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=n,
+                                                       num_cached=max(cached, n // 2), seeds=None,
+                                                       pin_memory=self.device.type == 'cuda', wait_time=0.002)
+                          for loader, n, cached in ((loaders[0], processes, 6),
+                                                    (loaders[1], max(1, processes // 2), 3))]
+        for augmenter in augmenters:
+            next(augmenter)  # start the workers, as nnU-Net does
+        return augmenters[0], augmenters[1]
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        loader = getattr(self.dataloader_train, "data_loader", None)  # single-process loading only
+        if isinstance(loader, ClotPairDataLoader) and loader.clot_free_misses:
+            self.print_to_log_file(f"clot sampling: {loader.clot_free_misses} crop(s) meant to be clot-free "
+                                   f"held a clot so far")
+
+
+class nnUNetTrainerUpAttLLSTM(UpAttLLSTMTraining, nnUNetTrainerExt):
+    """The clot networks with the paper's sampling and augmentation, plus our budget knobs and settings file."""
+
+
+class nnUNetTrainerUpAttLLSTMGradualDrop(UpAttLLSTMTraining, nnUNetTrainerModalityDropout):
+    """As nnUNetTrainerUpAttLLSTM, with gradual modality dropout of PHASE (unless dataset.json or
+    NNUNET_EXT_DROPPABLE_CHANNELS names other channels)."""
+
+    drop_probability = 0.5
+    dropout_schedule = "paper"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device('cuda')):
+        if DATASET_JSON_KEY not in dataset_json:
+            dataset_json = {**dataset_json, DATASET_JSON_KEY: list(DEFAULT_DROPPABLE)}
+        super().__init__(plans, configuration, fold, dataset_json, device)
