@@ -43,7 +43,7 @@ CENTERS: Tuple[CenterProfile, ...] = (
 # (DWI, ADC, B0) intensities relative to normal tissue = 1, before the center's transform
 _CSF = (0.3, 3.0, 2.5)
 _LESION = (2.4, 0.5, 1.25)
-_SHINE_THROUGH = (2.4, 1.6, 2.6)
+_SHINE_THROUGH = (2.4, 1.6, 2.6)  # its DWI value is CohortSpec.shine_through_dwi
 _ADC_DARK = (0.85, 0.5, 0.45)
 
 
@@ -73,9 +73,12 @@ class CohortSpec:
     seed: int = 0
     droppable_channels: Tuple[str, ...] = ("ADC",)
     centers: Tuple[str, ...] = tuple(c.name for c in CENTERS)
+    shine_through_dwi: float = _SHINE_THROUGH[0]  # see generate_case
 
     def __post_init__(self):
         check_cohort_spec(self, [c.name for c in CENTERS], CHANNELS)
+        if not 1.0 <= self.shine_through_dwi <= 4.0:
+            raise ValueError(f"shine_through_dwi must be in [1, 4] (tissue = 1), got {self.shine_through_dwi}")
 
     @property
     def folder_name(self) -> str:
@@ -95,8 +98,12 @@ def _blob(coords, center, radius_mm: float, rng: np.random.Generator) -> np.ndar
     return mask
 
 
-def generate_case(center: CenterProfile, size: int, rng: np.random.Generator) -> Tuple[List[np.ndarray], np.ndarray]:
-    """One case: three channel arrays [z, y, x] (float32) and the lesion label (uint8)."""
+def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
+                  shine_through_dwi: float = _SHINE_THROUGH[0]) -> Tuple[List[np.ndarray], np.ndarray]:
+    """One case: three channel arrays [z, y, x] (float32) and the lesion label (uint8).
+
+    shine_through_dwi: DWI brightness of the T2 shine-through mimics (lesions: 2.4). At 2.4 DWI alone cannot
+    tell them from lesions; lower values make DWI alone partly sufficient, as in real data."""
     spacing = np.array(center.spacing_zyx)
     shape = tuple(int(round(size / s)) for s in spacing)
     coords = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)], indexing="ij")
@@ -140,7 +147,8 @@ def generate_case(center: CenterProfile, size: int, rng: np.random.Generator) ->
     channels = []
     for c in range(3):
         intensity = np.ones(shape)
-        for mask, values in ((ventricles, _CSF), (lesion, _LESION), (shine, _SHINE_THROUGH), (adc_dark, _ADC_DARK)):
+        shine_values = (shine_through_dwi,) + _SHINE_THROUGH[1:]
+        for mask, values in ((ventricles, _CSF), (lesion, _LESION), (shine, shine_values), (adc_dark, _ADC_DARK)):
             weight = ndimage.gaussian_filter(mask.astype(float), partial_volume)
             jitter = values[c] * rng.uniform(0.92, 1.08)
             intensity = intensity * (1 - weight) + jitter * weight
@@ -188,7 +196,7 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
             # one independent stream per case: a case does not change when others are added
             rng = np.random.default_rng([spec.seed, spec.dataset_id, number])
             center = profiles[center_name]
-            images, label = generate_case(center, spec.size, rng)
+            images, label = generate_case(center, spec.size, rng, spec.shine_through_dwi)
             for c, image in enumerate(images):
                 write_image(os.path.join(staging, f"images{split}", f"{case_id}_{c:04d}.nii.gz"), image,
                             center.spacing_zyx)

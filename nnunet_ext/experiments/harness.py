@@ -65,7 +65,8 @@ class Harness:
             return existing
         spec = CohortSpec(dataset_id=SOURCE_ID, name="SyntheticStrokeSource", size=self.profile.size,
                           train_per_center=self.profile.train_per_center,
-                          test_per_center=self.profile.test_per_center, seed=self.profile.seed)
+                          test_per_center=self.profile.test_per_center, seed=self.profile.seed,
+                          shine_through_dwi=self.profile.shine_through_dwi)
         self.log(f"generating the synthetic cohort ({spec.folder_name})")
         return write_cohort(spec, self.paths["nnUNet_raw"], progress=False)
 

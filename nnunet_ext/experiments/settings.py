@@ -72,6 +72,7 @@ class Profile:
     cpu_plans: bool
     device: str
     seed: int = 0
+    shine_through_dwi: float = 2.4  # cohort: DWI brightness of T2 shine-through mimics (lesions 2.4)
 
 
 PROFILES: Dict[str, Profile] = {
