@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from nnunet_ext.data.nifti import write_image
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
-from nnunet_ext.data.synthetic_cohort import _blob, _ellipsoid, check_cohort_spec
+from nnunet_ext.data.synthetic_cohort import _blob, _ellipsoid, case_plan, check_cohort_spec
 from nnunet_ext.provenance import provenance
 
 CHANNELS = ("DWI", "SWAN", "PHASE")
@@ -225,15 +225,6 @@ def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Gene
     return ClotCase(images, clot.astype(np.uint8), lesion.astype(np.uint8), occlusion)
 
 
-def _case_plan(spec: ClotCohortSpec) -> List[Tuple[str, str, str]]:
-    """(case id, center, 'Tr' or 'Ts') for every case, in a fixed order."""
-    plan = []
-    for center in spec.centers:
-        for i in range(spec.train_per_center + spec.test_per_center):
-            plan.append((f"clot_{center}_{i:03d}", center, "Tr" if i < spec.train_per_center else "Ts"))
-    return plan
-
-
 def write_clot_cohort(spec: ClotCohortSpec, raw_root: str, overwrite: bool = False, progress: bool = True) -> str:
     """Write the clot cohort to `raw_root/DatasetXXX_Name` atomically (as `write_cohort`); returns that folder."""
     final = os.path.join(raw_root, spec.folder_name)
@@ -241,7 +232,7 @@ def write_clot_cohort(spec: ClotCohortSpec, raw_root: str, overwrite: bool = Fal
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs", *LESION_LABEL_FOLDERS.values()):
             os.makedirs(os.path.join(staging, sub))
         profiles = {c.name: c for c in CLOT_CENTERS}
-        plan = _case_plan(spec)
+        plan = case_plan(spec, prefix="clot")
         occlusions = {}
         for number, (case_id, center_name, split) in enumerate(plan):
             # one independent stream per case: a case does not change when others are added

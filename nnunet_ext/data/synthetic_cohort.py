@@ -171,12 +171,12 @@ def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
     return images, lesion.astype(np.uint8)
 
 
-def _case_plan(spec: CohortSpec) -> List[Tuple[str, str, str]]:
-    """(case id, center, 'Tr' or 'Ts') for every case, in a fixed order."""
+def case_plan(spec, prefix: str = "stroke") -> List[Tuple[str, str, str]]:
+    """(case id, center, 'Tr' or 'Ts') for every case of a cohort spec, in a fixed order."""
     plan = []
     for center in spec.centers:
         for i in range(spec.train_per_center + spec.test_per_center):
-            plan.append((f"stroke_{center}_{i:03d}", center, "Tr" if i < spec.train_per_center else "Ts"))
+            plan.append((f"{prefix}_{center}_{i:03d}", center, "Tr" if i < spec.train_per_center else "Ts"))
     return plan
 
 
@@ -191,7 +191,7 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             os.makedirs(os.path.join(staging, sub))
         profiles = {c.name: c for c in CENTERS}
-        plan = _case_plan(spec)
+        plan = case_plan(spec)
         for number, (case_id, center_name, split) in enumerate(plan):
             # one independent stream per case: a case does not change when others are added
             rng = np.random.default_rng([spec.seed, spec.dataset_id, number])
