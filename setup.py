@@ -34,7 +34,6 @@ setup(
             "nnunet_ext_plan_cpu=nnunet_ext_plans.cpu_plans:main",
             "nnunet_ext_plan_upattllstm=nnunet_ext_plans.upattllstm_plans:main",
             "nnunet_ext_predict=nnunet_ext.cli.predict_missing:main",
-            "nnunet_ext_dice=nnunet_ext.cli.dice:main",
             "nnunet_ext_demo=nnunet_ext.cli.demo:main",
             "nnunet_ext_reproduce=nnunet_ext.cli.reproduce:main",
             "nnunet_ext_robustness=nnunet_ext.cli.robustness:main",

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from nnunet_ext.data.nifti import write_image
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
-from nnunet_ext.data.synthetic_cohort import _blob, _ellipsoid, case_plan, check_cohort_spec
+from nnunet_ext.data.synthetic_cohort import _blob, _ellipsoid, case_plan, check_cohort_spec, head_geometry
 from nnunet_ext.provenance import provenance
 
 CHANNELS = ("DWI", "SWAN", "PHASE")
@@ -116,14 +116,7 @@ def _arterial_tree(middle: np.ndarray, size: float, side: int, rng: np.random.Ge
 def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Generator,
                        proximal_fraction: float = 0.5) -> ClotCase:
     spacing = np.array(center.spacing_zyx)
-    shape = tuple(int(round(size / s)) for s in spacing)
-    coords = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)], indexing="ij")
-    middle = np.array([size / 2.0] * 3) + rng.normal(0, 0.5, 3)
-    brain = _ellipsoid(coords, middle, np.array([0.40, 0.44, 0.40]) * size * rng.uniform(0.95, 1.05, 3))
-    ventricles = np.zeros(shape, bool)
-    for side in (-1, 1):
-        ventricles |= _ellipsoid(coords, middle + np.array([0, 0, side * 0.07 * size]),
-                                 np.array([0.06, 0.16, 0.035]) * size * rng.uniform(0.8, 1.2, 3))
+    shape, coords, middle, brain, ventricles = head_geometry(spacing, size, rng, 0.5, (0.40, 0.44, 0.40), 0.05)
 
     vessel_radius = max(1.0, 0.03 * size)
     trees = {side: _arterial_tree(middle, size, side, rng) for side in (-1, 1)}

@@ -98,6 +98,21 @@ def _blob(coords, center, radius_mm: float, rng: np.random.Generator) -> np.ndar
     return mask
 
 
+def head_geometry(spacing_zyx: Sequence[float], size: int, rng: np.random.Generator, centre_jitter_mm: float,
+                  brain_radii: Sequence[float], brain_jitter: float):
+    """The common anatomy of both synthetic cohorts: (shape, coords in mm, head centre, brain, ventricles)."""
+    spacing = np.array(spacing_zyx)
+    shape = tuple(int(round(size / s)) for s in spacing)
+    coords = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)], indexing="ij")
+    middle = np.array([size / 2.0] * 3) + rng.normal(0, centre_jitter_mm, 3)
+    brain = _ellipsoid(coords, middle, np.array(brain_radii) * size * rng.uniform(1 - brain_jitter, 1 + brain_jitter, 3))
+    ventricles = np.zeros(shape, bool)
+    for side in (-1, 1):
+        ventricles |= _ellipsoid(coords, middle + np.array([0, 0, side * 0.07 * size]),
+                                 np.array([0.06, 0.16, 0.035]) * size * rng.uniform(0.8, 1.2, 3))
+    return shape, coords, middle, brain, ventricles
+
+
 def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
                   shine_through_dwi: float = _SHINE_THROUGH[0]) -> Tuple[List[np.ndarray], np.ndarray]:
     """One case: three channel arrays [z, y, x] (float32) and the lesion label (uint8).
@@ -105,15 +120,7 @@ def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
     shine_through_dwi: DWI brightness of the T2 shine-through mimics (lesions: 2.4). At 2.4 DWI alone cannot
     tell them from lesions; lower values make DWI alone partly sufficient, as in real data."""
     spacing = np.array(center.spacing_zyx)
-    shape = tuple(int(round(size / s)) for s in spacing)
-    coords = np.meshgrid(*[(np.arange(n) + 0.5) * s for n, s in zip(shape, spacing)], indexing="ij")
-    middle = np.array([size / 2.0] * 3) + rng.normal(0, 1.0, 3)
-
-    brain = _ellipsoid(coords, middle, np.array([0.40, 0.44, 0.38]) * size * rng.uniform(0.94, 1.06, 3))
-    ventricles = np.zeros(shape, bool)
-    for side in (-1, 1):
-        ventricles |= _ellipsoid(coords, middle + np.array([0, 0, side * 0.07 * size]),
-                                 np.array([0.06, 0.16, 0.035]) * size * rng.uniform(0.8, 1.2, 3))
+    shape, coords, middle, brain, ventricles = head_geometry(spacing, size, rng, 1.0, (0.40, 0.44, 0.38), 0.06)
 
     # distance to the brain surface and the ventricles, in mm, to place blobs inside the parenchyma
     depth = ndimage.distance_transform_edt(brain & ~ventricles, sampling=spacing)
