@@ -36,6 +36,7 @@ setup(
             "nnunet_ext_predict=nnunet_ext.cli.predict_missing:main",
             "nnunet_ext_demo=nnunet_ext.cli.demo:main",
             "nnunet_ext_reproduce=nnunet_ext.cli.reproduce:main",
+            "nnunet_ext_reproduce_clot=nnunet_ext.cli.reproduce_clot:main",
             "nnunet_ext_robustness=nnunet_ext.cli.robustness:main",
             "nnunet_ext_postprocess=nnunet_ext.cli.postprocess:main",
             "nnunet_ext_evaluate=nnunet_ext.cli.evaluate:main",

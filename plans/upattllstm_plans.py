@@ -131,6 +131,9 @@ def derive_upattllstm_plans(plans: Dict, dataset_json: Mapping, template: Mappin
     configured = deepcopy(source)  # keeps data_identifier, spacing, normalisation: the preprocessed data is reused
     configured["patch_size"] = patch
     configured["batch_size"] = batch_size
+    # Dice over the whole batch, as nnU-Net does for 2d: half of every batch is a clot-free crop, and per-sample
+    # soft Dice scores such a crop predicted empty as ~1, which rewards never predicting a clot
+    configured["batch_dice"] = bool(template.get("batch_dice", source.get("batch_dice", False)))
     configured["architecture"] = {
         "network_class_name": model_class_path(model),
         "arch_kwargs": arch_kwargs,

@@ -7,7 +7,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.dropout.config import (ENV_DROPPABLE_CHANNELS, ModalityDropoutConfig, epoch_seed,
                                        modality_dropout_config, resolve_droppable_channels)
-from nnunet_ext.training.ext_trainer import budget_from_env
+from nnunet_ext.training.ext_trainer import budget_from_env, final_validation_from_env
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 from nnunet_ext.training.variants import parse_trainer_name, trainer_variant
 
@@ -81,6 +81,14 @@ def test_budget_knobs_are_read():
         {"num_iterations_per_epoch": 5, "save_every": 1}
 
 
+def test_final_validation_knob():
+    assert final_validation_from_env({}) is True
+    assert final_validation_from_env({"NNUNET_EXT_FINAL_VALIDATION": "0"}) is False
+    assert final_validation_from_env({"NNUNET_EXT_FINAL_VALIDATION": "true"}) is True
+    with pytest.raises(ValueError, match="NNUNET_EXT_FINAL_VALIDATION must be 0 or 1"):
+        final_validation_from_env({"NNUNET_EXT_FINAL_VALIDATION": "no"})
+
+
 @pytest.mark.parametrize("name,family,schedule,probability,epochs", [
     ("nnUNetTrainerGradualDrop", "GradualDrop", "paper", 0.5, 1000),
     ("nnUNetTrainerGradualDrop_p02", "GradualDrop", "paper", 0.2, 1000),
@@ -119,7 +127,7 @@ def test_trainers_folder_lists_discoverable_variants(monkeypatch):
     for module in ("modality_dropout_trainers.py", "moddrop_trainers.py"):
         source = open(os.path.join(trainer_dir(), module)).read()
         names += [line.split(" = ")[0] for line in source.splitlines() if " = trainer_variant(" in line]
-    assert len(names) == 44 + 26 and len(set(names)) == len(names)
+    assert len(names) == 44 + 27 and len(set(names)) == len(names)
     for name in ("nnUNetTrainerGradualDrop", "nnUNetTrainerGradualDrop_p05", "nnUNetTrainerMultiUnet_p08_400epochs",
                  "nnUNetTrainerGradualDropCode2025_p02_8epochs", "nnUNetTrainerNoDropout_8epochs",
                  "nnUNetTrainerModDropPlus_p05", "nnUNetTrainerModDropPlusPlus_p02_400epochs"):

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -145,6 +146,11 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
     again = nnunet_workspace.run(["nnunet_ext_reproduce", "--table", "2", "--profile", "ci", "--workdir",
                                   str(workdir), "--methods", "Gradual", "--probabilities", "0.5"])
     assert "training" not in again.stdout and log == open(workdir / "commands.log").read()
+    # a workdir holds one profile: mixing runs of two profiles in one table is refused
+    mixed = nnunet_workspace.run(["nnunet_ext_reproduce", "--table", "2", "--profile", "quick", "--workdir",
+                                  str(workdir), "--methods", "Gradual", "--probabilities", "0.5"], check=False)
+    assert mixed.returncode != 0 and "not {" in mixed.stderr and "use another --workdir" in mixed.stderr
+    assert log == open(workdir / "commands.log").read()
 
     raw = workdir / "nnUNet_raw" / "Dataset511_Table2_all_centers"
     env = {"nnUNet_raw": str(workdir / "nnUNet_raw"), "nnUNet_preprocessed": str(workdir / "nnUNet_preprocessed"),
@@ -161,3 +167,30 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
     rows = list(csv.reader(open(robustness / "robustness.csv")))
     assert rows[0] == ["channels_present", "A", "B", "C", "D", "all"] and len(rows) == 4
     assert open(robustness / "robustness.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_source_cohort_of_another_profile_is_refused(tmp_path):
+    from nnunet_ext.experiments.harness import SOURCE_ID, Harness
+    write_cohort(CohortSpec(dataset_id=SOURCE_ID, name="SyntheticStrokeSource", size=24, train_per_center=1,
+                            test_per_center=0), str(tmp_path / "nnUNet_raw"), progress=False)
+    harness = Harness(str(tmp_path), TABLES[2], PROFILES["ci"], log=lambda message: None)
+    with pytest.raises(ValueError, match="generated for another profile"):
+        harness.source_dataset()
+
+
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
+    from nnunet_ext.experiments.harness import run_lock
+    lock = str(tmp_path / "runs" / "fold_0.json.lock")
+    with run_lock(lock):
+        assert open(lock).read() == str(os.getpid())
+        with pytest.raises(RuntimeError, match=f"in progress in process {os.getpid()}"):
+            with run_lock(lock):
+                pass
+    assert not os.path.exists(lock)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(lock, "w") as f:
+        f.write(str(dead.pid))  # a killed harness's lock
+    with run_lock(lock):
+        assert open(lock).read() == str(os.getpid())
+    assert not os.path.exists(lock)

@@ -194,6 +194,7 @@ def test_derived_plans_build_the_network_nnunet_will_run():
     configuration = derived["configurations"]["3d_fullres"]
     assert configuration["patch_size"] == [12, 96, 96] and configuration["data_identifier"] == "nnUNetPlans_3d_fullres"
     assert derived["nnunet_ext"]["channel_roles"] == {"DWI": "DWI", "SWAN": "SWAN", "PHASE": "PHASE"}
+    assert configuration["batch_dice"] is True and "batch_dice" not in STOCK_PLANS["configurations"]["3d_fullres"]
     network = build_network(derived, DATASET_JSON)
     assert type(network).__name__ == "UpAttLLSTM" and count_parameters(network) < 2_500_000
     with torch.no_grad():

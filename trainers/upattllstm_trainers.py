@@ -5,7 +5,8 @@ nnUNetTrainerUpAttLLSTM: no deep supervision, crops paired with and without a cl
 Gaussian noise (p = 0.4 each). nnUNetTrainerUpAttLLSTMGradualDrop: the same plus gradual dropout of PHASE
 (drop probability 0.5, the paper's schedule); from scratch, or as the paper's fine-tune:
     nnUNetv2_train ... -tr nnUNetTrainerUpAttLLSTMGradualDrop_400epochs -pretrained_weights checkpoint_final.pth
-_Nepochs sets num_epochs (default 1000); 8 is for CPU demos, 1 for the tests.
+_Nepochs sets num_epochs (default 1000); 8 is for CPU demos, 1 for the tests and the ci profile of
+`nnunet_ext_reproduce_clot`.
 """
 from nnunet_ext.training.variants import trainer_variant
 
@@ -19,3 +20,4 @@ nnUNetTrainerUpAttLLSTMGradualDrop = trainer_variant("nnUNetTrainerUpAttLLSTMGra
 nnUNetTrainerUpAttLLSTMGradualDrop_400epochs = trainer_variant("nnUNetTrainerUpAttLLSTMGradualDrop_400epochs")
 nnUNetTrainerUpAttLLSTMGradualDrop_8epochs = trainer_variant("nnUNetTrainerUpAttLLSTMGradualDrop_8epochs")
 nnUNetTrainerUpAttLLSTMGradualDrop_100epochs = trainer_variant("nnUNetTrainerUpAttLLSTMGradualDrop_100epochs")
+nnUNetTrainerUpAttLLSTMGradualDrop_1epochs = trainer_variant("nnUNetTrainerUpAttLLSTMGradualDrop_1epochs")

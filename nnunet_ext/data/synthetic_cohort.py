@@ -42,7 +42,7 @@ CENTERS: Tuple[CenterProfile, ...] = (
 
 # (DWI, ADC, B0) intensities relative to normal tissue = 1, before the center's transform
 _CSF = (0.3, 3.0, 2.5)
-_LESION = (2.4, 0.5, 1.25)
+_LESION = (2.4, 0.5, 1.25)  # its B0 value is CohortSpec.lesion_b0
 _SHINE_THROUGH = (2.4, 1.6, 2.6)  # its DWI value is CohortSpec.shine_through_dwi
 _ADC_DARK = (0.85, 0.5, 0.45)
 
@@ -74,11 +74,13 @@ class CohortSpec:
     droppable_channels: Tuple[str, ...] = ("ADC",)
     centers: Tuple[str, ...] = tuple(c.name for c in CENTERS)
     shine_through_dwi: float = _SHINE_THROUGH[0]  # see generate_case
+    lesion_b0: float = _LESION[2]                  # see generate_case
 
     def __post_init__(self):
         check_cohort_spec(self, [c.name for c in CENTERS], CHANNELS)
-        if not 1.0 <= self.shine_through_dwi <= 4.0:
-            raise ValueError(f"shine_through_dwi must be in [1, 4] (tissue = 1), got {self.shine_through_dwi}")
+        for field, value in (("shine_through_dwi", self.shine_through_dwi), ("lesion_b0", self.lesion_b0)):
+            if not 1.0 <= value <= 4.0:
+                raise ValueError(f"{field} must be in [1, 4] (tissue = 1), got {value}")
 
     @property
     def folder_name(self) -> str:
@@ -114,11 +116,14 @@ def head_geometry(spacing_zyx: Sequence[float], size: int, rng: np.random.Genera
 
 
 def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
-                  shine_through_dwi: float = _SHINE_THROUGH[0]) -> Tuple[List[np.ndarray], np.ndarray]:
+                  shine_through_dwi: float = _SHINE_THROUGH[0], lesion_b0: float = _LESION[2]
+                  ) -> Tuple[List[np.ndarray], np.ndarray]:
     """One case: three channel arrays [z, y, x] (float32) and the lesion label (uint8).
 
     shine_through_dwi: DWI brightness of the T2 shine-through mimics (lesions: 2.4). At 2.4 DWI alone cannot
-    tell them from lesions; lower values make DWI alone partly sufficient, as in real data."""
+    tell them from lesions; lower values make DWI alone partly sufficient, as in real data.
+    lesion_b0: B0 brightness of lesions (tissue 1). Higher values make B0 an easy, redundant lesion cue
+    (as T2 hyperintensity of an older infarct), one a model trained with B0 leans on."""
     spacing = np.array(center.spacing_zyx)
     shape, coords, middle, brain, ventricles = head_geometry(spacing, size, rng, 1.0, (0.40, 0.44, 0.38), 0.06)
 
@@ -155,7 +160,9 @@ def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
     for c in range(3):
         intensity = np.ones(shape)
         shine_values = (shine_through_dwi,) + _SHINE_THROUGH[1:]
-        for mask, values in ((ventricles, _CSF), (lesion, _LESION), (shine, shine_values), (adc_dark, _ADC_DARK)):
+        lesion_values = _LESION[:2] + (lesion_b0,)
+        for mask, values in ((ventricles, _CSF), (lesion, lesion_values), (shine, shine_values),
+                             (adc_dark, _ADC_DARK)):
             weight = ndimage.gaussian_filter(mask.astype(float), partial_volume)
             jitter = values[c] * rng.uniform(0.92, 1.08)
             intensity = intensity * (1 - weight) + jitter * weight
@@ -203,7 +210,7 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
             # one independent stream per case: a case does not change when others are added
             rng = np.random.default_rng([spec.seed, spec.dataset_id, number])
             center = profiles[center_name]
-            images, label = generate_case(center, spec.size, rng, spec.shine_through_dwi)
+            images, label = generate_case(center, spec.size, rng, spec.shine_through_dwi, spec.lesion_b0)
             for c, image in enumerate(images):
                 write_image(os.path.join(staging, f"images{split}", f"{case_id}_{c:04d}.nii.gz"), image,
                             center.spacing_zyx)

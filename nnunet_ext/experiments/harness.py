@@ -6,20 +6,59 @@ command's output goes to <workdir>/logs/.
 """
 import json
 import os
-import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.evaluation.folders import dice_per_case
 from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
+from nnunet_ext.experiments.records import run_logged
 from nnunet_ext.experiments.settings import Cell, Profile, TableSetting
 from nnunet_ext.paths import nnunet_environment
 from nnunet_ext.provenance import provenance
 
 SOURCE_ID = 510
 DATASET_IDS = {(2, "all_centers"): 511, (3, "unseen_held_out"): 512, (3, "all_centers"): 513}
+
+
+@contextmanager
+def run_lock(path: str) -> Iterator[None]:
+    """Hold `path` as a lock file while one run trains and predicts, so that two harness processes on one
+    workdir never train the same run into the same folder. A lock left by a process that no longer exists
+    (killed) is taken over."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for _attempt in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(open(path).read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner > 0 and _process_exists(owner):
+                raise RuntimeError(f"{path}: this run is in progress in process {owner} (another harness on the "
+                                   "same workdir); wait for it, or delete the lock if that process is gone")
+            os.remove(path)  # stale: its process is gone
+            continue
+        with os.fdopen(descriptor, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        os.remove(path)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Harness:
@@ -39,34 +78,32 @@ class Harness:
                                                                  "nnUNet_results")}
         budget = {"NNUNET_EXT_ITERATIONS_PER_EPOCH": profile.iterations_per_epoch,
                   "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": profile.val_iterations_per_epoch}
-        self.env = nnunet_environment(**self.paths, nnUNet_compile="false",
+        # nnU-Net's own validation after training is skipped: the harness evaluates on the test set itself
+        self.env = nnunet_environment(**self.paths, nnUNet_compile="false", NNUNET_EXT_FINAL_VALIDATION="0",
                                       **{k: str(v) for k, v in budget.items() if v is not None})
         self.env.pop("NNUNET_EXT_DROPPABLE_CHANNELS", None)  # the derived dataset.json decides
         os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
 
     # ---- commands ----------------------------------------------------------------------------------------
     def run_command(self, command: List[str], log_name: str, extra_env: Optional[Dict[str, str]] = None) -> None:
-        with open(os.path.join(self.workdir, "commands.log"), "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}"
-                    f"{' [env ' + str(extra_env) + ']' if extra_env else ''}\n")
-        log_path = os.path.join(self.workdir, "logs", f"{log_name}.log")
-        with open(log_path, "w") as log:
-            code = subprocess.run(command, env={**self.env, **(extra_env or {})}, stdout=log,
-                                  stderr=subprocess.STDOUT).returncode
-        if code != 0:
-            raise RuntimeError(f"{' '.join(command)} failed with exit code {code}; see {log_path}")
+        run_logged(command, self.workdir, log_name, self.env, extra_env)
 
     # ---- datasets ----------------------------------------------------------------------------------------
     def source_dataset(self) -> str:
         if self.source is not None:
             return self.source
-        existing = dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID)
-        if existing:
-            return existing
         spec = CohortSpec(dataset_id=SOURCE_ID, name="SyntheticStrokeSource", size=self.profile.size,
                           train_per_center=self.profile.train_per_center,
                           test_per_center=self.profile.test_per_center, seed=self.profile.seed,
-                          shine_through_dwi=self.profile.shine_through_dwi)
+                          shine_through_dwi=self.profile.shine_through_dwi, lesion_b0=self.profile.lesion_b0)
+        existing = dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID)
+        if existing:
+            with open(os.path.join(existing, "cohort.json")) as f:
+                stored = json.load(f)["spec"]
+            if stored != json.loads(json.dumps(asdict(spec))):
+                raise ValueError(f"{existing} was generated for another profile ({stored}); profile "
+                                 f"{self.profile.name!r} needs {asdict(spec)}: use another --workdir")
+            return existing
         self.log(f"generating the synthetic cohort ({spec.folder_name})")
         return write_cohort(spec, self.paths["nnUNet_raw"], progress=False)
 
@@ -101,7 +138,15 @@ class Harness:
         path = self.result_path(cell, fold)
         if os.path.isfile(path):
             with open(path) as f:
-                return json.load(f)
+                finished = json.load(f)
+            if finished["profile"] != json.loads(json.dumps(asdict(self.profile))):
+                raise ValueError(f"{path} was run with profile {finished['profile']}, not {asdict(self.profile)}: "
+                                 "use another --workdir")
+            return finished
+        with run_lock(path + ".lock"):
+            return self._train_and_evaluate(cell, fold, path)
+
+    def _train_and_evaluate(self, cell: Cell, fold: int, path: str) -> Dict:
         dataset_id, raw = self.dataset(cell.dataset_variant)
         trainer = cell.trainer(self.profile.epochs)
         seed = self.profile.seed + fold

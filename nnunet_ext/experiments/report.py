@@ -4,13 +4,11 @@ Spread: `std_runs` is the standard deviation across runs (folds/seeds) of a run'
 standard deviation of the per-case Dice pooled over runs. A method is called better or worse than the
 baseline only where the difference of the run means exceeds the sum of their run-to-run stds.
 """
-import csv
-import json
-import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
+from nnunet_ext.experiments.records import write_table_files
 from nnunet_ext.experiments.settings import PAPER, PROBABILITIES, Profile, TableSetting
 
 ROWS = ("all", "missing")
@@ -119,17 +117,9 @@ def write_report(table: TableSetting, profile: Profile, summaries: Dict[str, Dic
     lines += ["", f"Effect check: baseline keeps {check['baseline_kept_fraction']} of its Dice with "
                   f"{table.droppable} absent (the bar: <= 0.9); methods keep {check['methods_kept_fraction']} "
                   "(the bar: >= 0.95).", "", f"Versions: {provenance['versions']}", ""]
-    paths = {"md": out_prefix + ".md", "csv": out_prefix + ".csv", "json": out_prefix + ".json"}
-    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
-    with open(paths["md"], "w") as f:
-        f.write("\n".join(lines))
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
-        writer.writeheader()
-        writer.writerows(csv_rows)
-    with open(paths["json"], "w") as f:
-        json.dump({"table": table.number, "profile": profile.name, "summaries": summaries, "verdicts": verdicts,
-                   "effect_check": check, "command": command, "provenance": provenance}, f, indent=2)
+    paths = write_table_files(out_prefix, lines, csv_rows, {
+        "table": table.number, "profile": profile.name, "summaries": summaries, "verdicts": verdicts,
+        "effect_check": check, "command": command, "provenance": provenance})
     if table.number == 3 and table.unseen_center is not None:
         paths["png"] = out_prefix + ".png"
         plot_unseen_center(summaries, table.unseen_center, paths["png"])

@@ -5,6 +5,9 @@ stock `nnUNetv2_train`, which has no option for them:
   NNUNET_EXT_ITERATIONS_PER_EPOCH      (nnU-Net default 250)
   NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH  (nnU-Net default 50)
   NNUNET_EXT_SAVE_EVERY                (checkpoint_latest every N epochs; nnU-Net default 50)
+  NNUNET_EXT_FINAL_VALIDATION          (0: skip the validation nnUNetv2_train runs after training; default 1)
+The last one is for harnesses that evaluate on their own test set: on a CPU nnU-Net's final validation
+(mirroring, a pool of export processes) can cost as much as a short training.
 A run continued with `-c` reuses the settings written when it started (`nnunet_ext_settings.json` in the
 fold folder), so changing the environment between runs cannot change a schedule half-way.
 """
@@ -45,6 +48,15 @@ def budget_from_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, in
     return budget
 
 
+def final_validation_from_env(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether nnUNetv2_train's validation after training runs (NNUNET_EXT_FINAL_VALIDATION, default yes)."""
+    environ = os.environ if environ is None else environ
+    text = environ.get("NNUNET_EXT_FINAL_VALIDATION", "1").strip().lower()
+    if text not in ("0", "1", "false", "true"):
+        raise ValueError(f"NNUNET_EXT_FINAL_VALIDATION must be 0 or 1, got {text!r}")
+    return text in ("1", "true")
+
+
 class nnUNetTrainerExt(nnUNetTrainer):
     """nnUNetTrainer plus `training_epochs`, the budget knobs and a settings/provenance file."""
 
@@ -53,6 +65,7 @@ class nnUNetTrainerExt(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         budget = budget_from_env()  # validate before nnU-Net creates any folder
+        self.run_final_validation = final_validation_from_env()
         continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.training_epochs
@@ -83,6 +96,12 @@ class nnUNetTrainerExt(nnUNetTrainer):
     def _stored_settings(self) -> Optional[Dict]:
         path = join(self.output_folder, SETTINGS_FILE)
         return load_json(path)["settings"] if isfile(path) else None
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if not self.run_final_validation:
+            self.print_to_log_file("nnunet_ext: final validation skipped (NNUNET_EXT_FINAL_VALIDATION=0)")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     def on_train_start(self):
         super().on_train_start()

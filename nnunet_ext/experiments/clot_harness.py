@@ -1,0 +1,388 @@
+"""The harness of the thrombus Tables 5-7: cohort, datasets, plans, trainings, predictions, post-processing and
+evaluation, through the stock nnU-Net commands and ours.
+
+Layout of <workdir> (it may be shared with the stroke tables: other dataset ids):
+  nnUNet_raw / nnUNet_preprocessed / nnUNet_results   530 the clot cohort, 531 its A+B training set (center C
+                                                      held out), 532 the same images (DWI) with lesion labels
+  clot/inputs/<set>[_DWI], clot/references/<what>_<set>  test images and labels of A+B and of C
+  clot/predictions/<network>/<set>_<phase>/          nnunet_ext_predict output (with .npz probabilities)
+  clot/postprocessed/<network>/<set>_<phase>__<chain>/
+  clot/results/<row key>.json                         one evaluated row; shared by the tables that have it
+  commands.log, logs/<step>.log                       every command (in-process steps marked), and its output
+Resumable: a finished row, prediction (.complete), post-processing folder or training (checkpoint_final.pth)
+is never redone; an interrupted training continues with --c.
+"""
+import json
+import os
+import shlex
+import shutil
+import time
+from dataclasses import asdict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from nnunet_ext.cli.postprocess import postprocess_folder
+from nnunet_ext.data.clot_cohort import LESION_LABEL_FOLDERS, OCCLUSION_FILE, ClotCohortSpec, write_clot_cohort
+from nnunet_ext.data.staging import staged_dataset_folder, write_json
+from nnunet_ext.evaluation.evaluate import EvaluationSettings, evaluate_folders, summarize
+from nnunet_ext.experiments.clot_tables import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, GRADUAL, LESION_ID,
+                                                LESION_NETWORK, NNUNET, SOURCE_ID, STEPS, TEST_SETS, THRESHOLD,
+                                                UNSEEN_CENTER, ClotProfile, Network, Row, row_networks,
+                                                table_metrics, table_rows)
+from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
+from nnunet_ext.experiments.records import append_command_log, run_logged
+from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.postprocessing.clot import parse_step
+from nnunet_ext.provenance import provenance
+from nnunet_ext_plans.cpu_plans import load_template
+
+CONFIGURATION = "3d_fullres"
+FOLD = 0
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)  # test images are read only: a hard link saves the copy
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def derive_lesion_dataset(source: str, raw_root: str, dataset_id: int, name: str, channels: Sequence[str] = ("DWI",),
+                          held_out_center: Optional[str] = UNSEEN_CENTER) -> str:
+    """The clot cohort's images (`channels` only) with its lesion labels (labelsTr_lesion / labelsTs_lesion) as
+    the target: the training set of the separate lesion model that the lesion-distance step needs."""
+    with open(os.path.join(source, "dataset.json")) as f:
+        source_json = json.load(f)
+    with open(os.path.join(source, "case_centers.json")) as f:
+        centers: Dict[str, str] = json.load(f)
+    names = [source_json["channel_names"][str(i)] for i in range(len(source_json["channel_names"]))]
+    unknown = [c for c in channels if c not in names]
+    if unknown:
+        raise ValueError(f"channel(s) {', '.join(unknown)} not in {source} (it has {', '.join(names)})")
+    ending = source_json["file_ending"]
+    folder_name = f"Dataset{dataset_id:03d}_{name}"
+    with staged_dataset_folder(raw_root, folder_name) as staging:
+        kept = {}
+        for split, label_folder in LESION_LABEL_FOLDERS.items():
+            os.makedirs(os.path.join(staging, f"images{split}"))
+            os.makedirs(os.path.join(staging, f"labels{split}"))
+            for label_file in sorted(os.listdir(os.path.join(source, label_folder))):
+                case = label_file[:-len(ending)]
+                if not label_file.endswith(ending) or (split == "Tr" and centers[case] == held_out_center):
+                    continue
+                kept[case] = centers[case]
+                shutil.copyfile(os.path.join(source, label_folder, label_file),
+                                os.path.join(staging, f"labels{split}", label_file))
+                for new_index, channel in enumerate(channels):
+                    shutil.copyfile(
+                        os.path.join(source, f"images{split}", f"{case}_{names.index(channel):04d}{ending}"),
+                        os.path.join(staging, f"images{split}", f"{case}_{new_index:04d}{ending}"))
+        write_json(os.path.join(staging, "dataset.json"), {
+            "channel_names": {str(i): c for i, c in enumerate(channels)}, "labels": {"background": 0, "lesion": 1},
+            "numTraining": len(os.listdir(os.path.join(staging, "labelsTr"))), "file_ending": ending, "name": name,
+            "derived_from": {"source": source, "channels": list(channels), "labels": "lesion",
+                             "held_out_center": held_out_center}})
+        write_json(os.path.join(staging, "case_centers.json"), kept)
+    return os.path.join(raw_root, folder_name)
+
+
+def validation_split(cases: Sequence[str]) -> List[Dict[str, List[str]]]:
+    """Fold 0 only, one validation case: nnU-Net's 5-fold split would keep a fifth of a small cohort out of
+    training, and the harness evaluates on the held-out test cases itself (the final validation is skipped)."""
+    ordered = sorted(cases)
+    if len(ordered) < 2:
+        raise ValueError(f"need at least 2 training cases for a training and a validation case, got {len(ordered)}")
+    return [{"train": ordered[1:], "val": ordered[:1]}]
+
+
+class ClotHarness:
+    def __init__(self, workdir: str, profile: ClotProfile, log: Callable[[str], None] = print, command: str = ""):
+        self.workdir = os.path.abspath(workdir)
+        self.root = os.path.join(self.workdir, "clot")
+        self.profile, self.log, self.command = profile, log, command
+        self.paths = {n: os.path.join(self.workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed",
+                                                                 "nnUNet_results")}
+        # nnU-Net's validation after training is skipped: the rows are evaluated on the test cases instead
+        self.env = nnunet_environment(**self.paths, nnUNet_compile="false", NNUNET_EXT_FINAL_VALIDATION="0",
+                                      NNUNET_EXT_ITERATIONS_PER_EPOCH=str(profile.iterations_per_epoch),
+                                      NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH=str(profile.val_iterations_per_epoch))
+        for variable in ("NNUNET_EXT_DROPPABLE_CHANNELS", "NNUNET_EXT_SAVE_EVERY"):
+            self.env.pop(variable, None)  # dataset.json decides; the profile fixes the budget
+        os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
+        self._check_profile()
+
+    def _check_profile(self) -> None:
+        """One workdir, one profile: the datasets and models of another profile would be silently reused."""
+        path = os.path.join(self.root, "profile.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                stored = json.load(f)
+            if stored != json.loads(json.dumps(asdict(self.profile))):
+                raise ValueError(f"{self.workdir} holds the clot runs of profile {stored.get('name')!r} with other "
+                                 f"settings; use another --workdir for profile {self.profile.name!r}")
+            return
+        os.makedirs(self.root, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(asdict(self.profile), f, indent=2)
+
+    # ---- commands ------------------------------------------------------------------------------------------
+    def _log_command(self, text: str) -> None:
+        append_command_log(self.workdir, text)
+
+    def run_command(self, command: List[str], log_name: str, extra_env: Optional[Dict[str, str]] = None) -> None:
+        run_logged(command, self.workdir, log_name, self.env, extra_env)
+
+    # ---- datasets ------------------------------------------------------------------------------------------
+    def source_dataset(self) -> str:
+        existing = dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID)
+        if existing:
+            return existing
+        spec = ClotCohortSpec(dataset_id=SOURCE_ID, name=DATASET_NAMES[SOURCE_ID], size=self.profile.size,
+                              train_per_center=self.profile.train_per_center,
+                              test_per_center=self.profile.test_per_center, seed=self.profile.seed)
+        self.log(f"generating the synthetic clot cohort ({spec.folder_name})")
+        self._log_command(f"[in process] write_clot_cohort({spec})")
+        return write_clot_cohort(spec, self.paths["nnUNet_raw"], progress=False)
+
+    def dataset(self, dataset_id: int) -> str:
+        """Raw folder of the A+B clot dataset or of the lesion dataset, derived, planned, preprocessed, split."""
+        raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
+        if raw is None:
+            source = self.source_dataset()
+            if dataset_id == CLOT_ID:
+                raw = derive_dataset(source, self.paths["nnUNet_raw"], CLOT_ID, DATASET_NAMES[CLOT_ID], CHANNELS,
+                                     DROPPABLE, held_out_center=UNSEEN_CENTER)
+            else:
+                raw = derive_lesion_dataset(source, self.paths["nnUNet_raw"], LESION_ID, DATASET_NAMES[LESION_ID])
+        preprocessed = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
+        if not os.path.isfile(os.path.join(preprocessed, "nnUNetPlans.json")):
+            self.log(f"planning and preprocessing {os.path.basename(raw)}")
+            # the planner calls torch.set_num_threads(nnUNet_n_proc_DA), which must be >= 1
+            self.run_command(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", CONFIGURATION, "-np", "2"],
+                             f"plan_{dataset_id}", {"nnUNet_n_proc_DA": "2"})
+        splits = os.path.join(preprocessed, "splits_final.json")
+        if not os.path.isfile(splits):
+            cases = [f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")) if f.endswith(".nii.gz")]
+            self._log_command(f"[in process] write {splits} (fold 0, one validation case)")
+            write_json(splits, validation_split(cases))
+        return raw
+
+    def ensure_plans(self, network: Network) -> None:
+        raw = self.dataset(network.dataset_id)
+        folder = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
+        if os.path.isfile(os.path.join(folder, f"{network.plans}.json")):
+            return
+        if network.architecture == NNUNET:
+            self.run_command(["nnunet_ext_plan_cpu", "-d", str(network.dataset_id)], f"plans_cpu_{network.dataset_id}")
+            return
+        model = "UpAttLLSTM" if network.architecture == GRADUAL else network.architecture
+        height, width = load_template(self.profile.template)["patch_size"][1:]
+        self.run_command(["nnunet_ext_plan_upattllstm", "-d", str(network.dataset_id), "-t", self.profile.template,
+                          "--model", model, "--patch", str(network.slices), str(height), str(width),
+                          "-o", network.plans], f"plans_{network.plans}")
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def fold_folder(self, network: Network) -> str:
+        return os.path.join(self.paths["nnUNet_results"], network.dataset_name,
+                            f"{network.trainer(self.profile)}__{network.plans}__{CONFIGURATION}", f"fold_{FOLD}")
+
+    def train_command(self, network: Network) -> List[str]:
+        command = ["nnUNetv2_train", str(network.dataset_id), CONFIGURATION, str(FOLD), "-p", network.plans,
+                   "-tr", network.trainer(self.profile), "-device", self.profile.device]
+        before = network.pretrained_from(self.profile)
+        if before is not None:
+            command += ["-pretrained_weights", os.path.join(self.fold_folder(before), "checkpoint_final.pth")]
+        return command
+
+    def train(self, network: Network) -> str:
+        folder = self.fold_folder(network)
+        if os.path.isfile(os.path.join(folder, "checkpoint_final.pth")):
+            return folder
+        before = network.pretrained_from(self.profile)
+        if before is not None:
+            self.train(before)
+        self.ensure_plans(network)
+        command = self.train_command(network)
+        if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")):
+            # nnU-Net refuses --c together with -pretrained_weights; the checkpoint holds the weights anyway
+            command = command[:command.index("-pretrained_weights")] if "-pretrained_weights" in command else command
+            command.append("--c")
+        self.log(f"training {network.key}: {network.trainer(self.profile)} with {network.plans}")
+        started = time.time()
+        self.run_command(command, f"train_{network.key}",
+                         {"NNUNET_EXT_SEED": str(self.profile.seed), "nnUNet_n_proc_DA": "1"})
+        self.log(f"  trained in {time.time() - started:.0f} s")
+        return folder
+
+    # ---- test data -----------------------------------------------------------------------------------------
+    def _case_centers(self) -> Dict[str, str]:
+        with open(os.path.join(self.dataset(CLOT_ID), "case_centers.json")) as f:
+            return json.load(f)
+
+    def test_cases(self, test_set: str) -> List[str]:
+        raw = self.dataset(CLOT_ID)
+        centers = self._case_centers()
+        cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTs")) if f.endswith(".nii.gz"))
+        return [c for c in cases if centers[c] in TEST_SETS[test_set]]
+
+    def test_inputs(self, test_set: str, channels: Sequence[str] = CHANNELS) -> str:
+        """A folder with the test images of one test set, `channels` only (renumbered), for nnunet_ext_predict."""
+        name = test_set if tuple(channels) == CHANNELS else f"{test_set}_{'_'.join(channels)}"
+        folder = os.path.join(self.root, "inputs", name)
+        if os.path.isdir(folder):
+            return folder
+        raw = self.dataset(CLOT_ID)
+        with staged_dataset_folder(os.path.dirname(folder), name) as staging:
+            for case in self.test_cases(test_set):
+                for new_index, channel in enumerate(channels):
+                    _link_or_copy(os.path.join(raw, "imagesTs", f"{case}_{CHANNELS.index(channel):04d}.nii.gz"),
+                                  os.path.join(staging, f"{case}_{new_index:04d}.nii.gz"))
+        return folder
+
+    def references(self, what: str, test_set: str) -> str:
+        """Reference labels of one test set: what = 'clot' or 'lesion'."""
+        name = f"{what}_{test_set}"
+        folder = os.path.join(self.root, "references", name)
+        if os.path.isdir(folder):
+            return folder
+        source = os.path.join(self.source_dataset(), "labelsTs" if what == "clot" else LESION_LABEL_FOLDERS["Ts"])
+        with staged_dataset_folder(os.path.dirname(folder), name) as staging:
+            for case in self.test_cases(test_set):
+                _link_or_copy(os.path.join(source, f"{case}.nii.gz"), os.path.join(staging, f"{case}.nii.gz"))
+        return folder
+
+    def occlusion_groups(self) -> Dict[str, str]:
+        with open(os.path.join(self.source_dataset(), OCCLUSION_FILE)) as f:
+            return {case: record["occlusion"] for case, record in json.load(f).items()}
+
+    # ---- prediction, post-processing, evaluation ------------------------------------------------------------
+    def prediction_folder(self, network: Network, test_set: str, phase: str) -> str:
+        return os.path.join(self.root, "predictions", network.key, f"{test_set}_{phase}")
+
+    def predict_command(self, network: Network, test_set: str, phase: str) -> List[str]:
+        lesion = network.target == "lesion"
+        inputs = os.path.join(self.root, "inputs", f"{test_set}_DWI" if lesion else test_set)
+        command = ["nnunet_ext_predict", "-i", inputs, "-o", self.prediction_folder(network, test_set, phase),
+                   "-d", str(network.dataset_id), "-c", CONFIGURATION, "-f", str(FOLD), "-p", network.plans,
+                   "-tr", network.trainer(self.profile), "-device", self.profile.device,
+                   "--disable_tta", "-npp", "0", "-nps", "0"]  # sequential: no worker start-up
+        if not lesion:
+            command.append("--save_probabilities")  # for the Thr step
+        if phase == "missing":
+            command += ["--missing", DROPPABLE]
+        return command
+
+    def predict(self, network: Network, test_set: str, phase: str) -> str:
+        folder = self.prediction_folder(network, test_set, phase)
+        done = os.path.join(folder, ".complete")
+        if os.path.isfile(done):
+            return folder
+        self.train(network)
+        self.test_inputs(test_set, ("DWI",) if network.target == "lesion" else CHANNELS)
+        self.run_command(self.predict_command(network, test_set, phase), f"predict_{network.key}_{test_set}_{phase}")
+        open(done, "w").close()
+        return folder
+
+    def lesion_masks(self, test_set: str, source: str) -> str:
+        if source == "reference":
+            return self.references("lesion", test_set)
+        return self.predict(LESION_NETWORK, test_set, "present")
+
+    def step_texts(self, chain: Sequence[str]) -> List[str]:
+        values = {"Lesion": f":{self.profile.lesion_distance_mm}", "Thr": f":{THRESHOLD}", "Big": ""}
+        return [STEPS[name] + values[name] for name in chain]
+
+    def postprocess_command(self, row: Row, prediction: str) -> Tuple[List[str], str]:
+        output = os.path.join(self.root, "postprocessed", row.network.key, row.key.split("__", 1)[1])
+        command = ["nnunet_ext_postprocess", "-i", prediction, "-o", output, "--steps", *self.step_texts(row.chain)]
+        if "Lesion" in row.chain:
+            command += ["--lesions", self.lesion_masks(row.test_set, row.lesion_source), "--distance-units", "mm"]
+        return command, output
+
+    def postprocess(self, row: Row, prediction: str) -> str:
+        if not row.chain:
+            return prediction
+        command, output = self.postprocess_command(row, prediction)
+        if os.path.isdir(output):  # written atomically: a folder that exists is complete
+            return output
+        # in process (no interpreter start per chain); the line in commands.log is the equivalent command
+        self._log_command("[in process] " + shlex.join(command))
+        lesions = command[command.index("--lesions") + 1] if "--lesions" in command else None
+        postprocess_folder(prediction, output, [parse_step(s) for s in self.step_texts(row.chain)], lesions,
+                           distance_units="mm", command=shlex.join(command))
+        return output
+
+    def evaluate(self, folder: str, what: str, test_set: str) -> Tuple[List[Dict], Dict]:
+        groups = self.occlusion_groups()
+        rows = evaluate_folders(folder, self.references(what, test_set), EvaluationSettings(), groups)
+        return rows, summarize(rows)
+
+    def result_path(self, row: Row) -> str:
+        return os.path.join(self.root, "results", f"{row.key}.json")
+
+    def run_row(self, row: Row) -> Dict:
+        path = self.result_path(row)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+        prediction = self.predict(row.network, row.test_set, row.phase)
+        folder = self.postprocess(row, prediction)
+        per_case, summary = self.evaluate(folder, "clot", row.test_set)
+        commands = [shlex.join(self.train_command(n)) for n in row_networks([row], self.profile)]
+        commands.append(shlex.join(self.predict_command(row.network, row.test_set, row.phase)))
+        if row.chain:
+            commands.append(shlex.join(self.postprocess_command(row, prediction)[0]))
+        result = {"key": row.key, "network": asdict(row.network), "trainer": row.network.trainer(self.profile),
+                  "plans": row.network.plans, "dataset_id": row.network.dataset_id, "test_set": row.test_set,
+                  "phase": row.phase, "chain": list(row.chain), "steps": self.step_texts(row.chain),
+                  "lesion_source": row.lesion_source if "Lesion" in row.chain else None,
+                  "metrics": table_metrics(summary["1"]), "summary": summary, "per_case": per_case,
+                  "folders": {"prediction": prediction, "evaluated": folder}, "commands": commands,
+                  "profile": asdict(self.profile), "provenance": provenance(seed=self.profile.seed,
+                                                                            command=self.command)}
+        self._write_json(path, result)
+        return result
+
+    def lesion_model_result(self, test_set: str = "AB") -> Dict:
+        """Dice of the lesion model that feeds the Lesion step (reported beside Table 6)."""
+        path = os.path.join(self.root, "results", f"{LESION_NETWORK.key}__{test_set}.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+        folder = self.predict(LESION_NETWORK, test_set, "present")
+        per_case, summary = self.evaluate(folder, "lesion", test_set)
+        result = {"key": LESION_NETWORK.key, "dice": summary["1"]["all"]["dice"], "summary": summary,
+                  "commands": [shlex.join(self.train_command(LESION_NETWORK)),
+                               shlex.join(self.predict_command(LESION_NETWORK, test_set, "present"))],
+                  "provenance": provenance(seed=self.profile.seed, command=self.command)}
+        self._write_json(path, result)
+        return result
+
+    @staticmethod
+    def _write_json(path: str, content: Dict) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(content, f, indent=2)
+        os.replace(path + ".tmp", path)
+
+    # ---- tables --------------------------------------------------------------------------------------------
+    def run_table(self, table: int, models: Optional[Sequence[str]] = None, lesion_source: Optional[str] = None,
+                  report_only: bool = False) -> Tuple[List[Row], Dict[str, Dict], List[str]]:
+        """(rows, results by row key, extra notes); report_only: only the rows finished so far."""
+        rows = table_rows(table, self.profile, models, lesion_source)
+        results: Dict[str, Dict] = {}
+        for number, row in enumerate(rows, start=1):
+            if report_only and not os.path.isfile(self.result_path(row)):
+                continue
+            started = time.time()
+            results[row.key] = self.run_row(row)
+            if not report_only:
+                self.log(f"[Table {table}, {number}/{len(rows)}] {row.key}: done in {time.time() - started:.0f} s")
+        notes = []
+        if any("Lesion" in r.chain and r.lesion_source == "model" for r in rows):
+            path = os.path.join(self.root, "results", f"{LESION_NETWORK.key}__AB.json")
+            if not report_only or os.path.isfile(path):
+                lesion = self.lesion_model_result("AB")
+                dice = lesion["dice"]["mean"]
+                notes.append(f"Lesion model ({LESION_NETWORK.trainer(self.profile)}, DWI only): mean lesion Dice "
+                             f"{'-' if dice is None else f'{dice:.2f}'} on the A+B test cases.")
+        return rows, results, notes

@@ -1,0 +1,441 @@
+"""What the thrombus experiments of Tables 5-7 are: networks, table rows, profiles, the paper's numbers, the report.
+
+The paper's setting (section 5.2-5.3): train on CHSF + MATAR (GE sites: SWAN and PHASE), test on their test
+cases; FOCH (no PHASE, often SWI instead of SWAN) is test-only. On the synthetic clot cohort: centers A + B are
+trained on and tested, center C (SWI in the SWAN slot, a black PHASE) is only tested.
+  * Table 5: AttLLSTM with several slice counts (the paper: 10, 12, 14; here scaled to the CPU patch, see
+    ClotProfile.slices).
+  * Table 6: nnU-Net (3d_fullres, CPU plans) against CLSTM, LLSTM, AttCLSTM, AttLLSTM and UpAttLLSTM, without
+    post-processing, then +Lesion and +Lesion+Thr (nnU-Net, AttCLSTM, AttLLSTM) and +Big (UpAttLLSTM).
+  * Table 7: UpAttLLSTM against UpAttLLSTMGradualDrop (PHASE, drop probability 0.5) on A + B with PHASE present
+    and absent (zero image), and on C; each without and with Big.
+Every row is split by occlusion: proximal (P) and distal (D), from the cohort's occlusions.json.
+"""
+import json
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from nnunet_ext.experiments.records import write_table_files
+
+CHANNELS = ("DWI", "SWAN", "PHASE")
+TRAIN_CENTERS = ("A", "B")
+UNSEEN_CENTER = "C"
+DROPPABLE = "PHASE"
+# dataset ids inside a harness workdir (the stroke tables use 510-513)
+SOURCE_ID, CLOT_ID, LESION_ID = 530, 531, 532
+DATASET_NAMES = {SOURCE_ID: "SyntheticClotSource", CLOT_ID: "ClotTrainAB", LESION_ID: "ClotLesionAB"}
+TEST_SETS = {"AB": TRAIN_CENTERS, "C": (UNSEEN_CENTER,)}
+TEST_SET_LABELS = {"AB": "A+B", "C": "C (SWI, no PHASE)"}
+RECURRENT_MODELS = ("CLSTM", "LLSTM", "AttCLSTM", "AttLLSTM", "UpAttLLSTM")
+NNUNET = "nnU-Net"
+GRADUAL = "UpAttLLSTMGradualDrop"
+TABLE_MODELS: Dict[int, Tuple[str, ...]] = {5: ("AttLLSTM",), 6: (NNUNET,) + RECURRENT_MODELS,
+                                            7: ("UpAttLLSTM", GRADUAL)}
+# post-processing columns of the paper -> step of nnunet_ext.postprocessing.clot
+STEPS = {"Lesion": "lesion_distance", "Thr": "threshold", "Big": "largest"}
+THRESHOLD = 0.3           # Table 4: th
+PAPER_DISTANCE_PX = 20    # Table 4: d, pixels of the paper's 256-pixel crops
+PAPER_CROP_PX = 256
+
+
+# ---- profiles -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClotProfile:
+    name: str
+    train_per_center: int             # cohort; center C's training cases are generated but never trained on
+    test_per_center: int
+    size: int                         # cohort field of view (mm)
+    epochs: int                       # must be a listed trainer variant (1, 8, 100, 1000)
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    slices: Tuple[Tuple[int, int], ...]  # (our slice count, the paper's it stands for); paper 12 = the default
+    template: str = "upattllstm_cpu"  # plans/templates size template of the clot networks
+    lesion_source: str = "model"      # 'model': a stock nnU-Net lesion model; 'reference': the true lesion (oracle)
+    gradual_init: str = "pretrained"  # 'pretrained': fine-tune UpAttLLSTM (the paper's best); 'scratch'
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.lesion_source not in ("model", "reference"):
+            raise ValueError(f"lesion_source must be 'model' or 'reference', got {self.lesion_source!r}")
+        if self.gradual_init not in ("pretrained", "scratch"):
+            raise ValueError(f"gradual_init must be 'pretrained' or 'scratch', got {self.gradual_init!r}")
+        if [paper for _, paper in self.slices].count(12) != 1:
+            raise ValueError(f"exactly one slice count must stand for the paper's 12, got {self.slices}")
+
+    @property
+    def default_slices(self) -> int:
+        """The slice count of Tables 6 and 7 (the paper uses 12, Table 5's best)."""
+        return next(ours for ours, paper in self.slices if paper == 12)
+
+    @property
+    def lesion_distance_mm(self) -> float:
+        """d = 20 pixels of a 256-pixel crop that spans most of the brain, scaled to the cohort's field of view."""
+        return round(self.size * PAPER_DISTANCE_PX / PAPER_CROP_PX, 2)
+
+    def trainer_suffix(self) -> str:
+        return "" if self.epochs == 1000 else f"_{self.epochs}epochs"
+
+
+CLOT_PROFILES: Dict[str, ClotProfile] = {
+    # 2 CPU cores, Tables 5-7 together in an estimated ~23 min: 10 trainings of 0.8-2.2 min (UpAttLLSTM measured:
+    # 129 s), 14 predictions, 2 preprocessings (README). The CPU template's patch has 8 slices where the paper's
+    # has 12, so 10/12/14 become 6/8/10 (x 2/3). Seed 3: its A+B test cases are 6 proximal / 6 distal (seed 0: 10 / 2).
+    "quick": ClotProfile("quick", 8, 6, 48, 8, 60, 4, ((6, 10), (8, 12), (10, 14)), seed=3),
+    # the tests' profile: every code path, one epoch of two iterations
+    "ci": ClotProfile("ci", 3, 2, 32, 1, 2, 1, ((6, 10), (8, 12))),
+}
+
+
+# ---- networks and rows ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Network:
+    """One trained model: an architecture on the clot labels (or nnU-Net on the lesion labels)."""
+    architecture: str                 # 'nnU-Net', a clot model, or GRADUAL
+    slices: Optional[int] = None      # recurrent models: patch slices
+    target: str = "clot"              # 'clot' or 'lesion'
+
+    @property
+    def key(self) -> str:
+        if self.target == "lesion":
+            return "lesion_nnunet"
+        return "nnunet" if self.architecture == NNUNET else f"{self.architecture}_s{self.slices}"
+
+    @property
+    def dataset_id(self) -> int:
+        return LESION_ID if self.target == "lesion" else CLOT_ID
+
+    @property
+    def dataset_name(self) -> str:
+        return f"Dataset{self.dataset_id:03d}_{DATASET_NAMES[self.dataset_id]}"
+
+    @property
+    def plans(self) -> str:
+        if self.architecture == NNUNET:
+            return "nnUNetPlans_CPU"
+        model = "UpAttLLSTM" if self.architecture == GRADUAL else self.architecture
+        return f"nnUNetPlans_{model}_s{self.slices}"
+
+    def trainer(self, profile: ClotProfile) -> str:
+        family = {NNUNET: "NoDropout", GRADUAL: "UpAttLLSTMGradualDrop"}.get(self.architecture, "UpAttLLSTM")
+        return f"nnUNetTrainer{family}{profile.trainer_suffix()}"
+
+    def pretrained_from(self, profile: ClotProfile) -> Optional["Network"]:
+        """The network whose final weights this one starts from (the paper's fine-tune), if any."""
+        if self.architecture == GRADUAL and profile.gradual_init == "pretrained":
+            return Network("UpAttLLSTM", self.slices)
+        return None
+
+
+LESION_NETWORK = Network(NNUNET, target="lesion")
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """The paper's Dice and detection rate for a row (P, D); FOCH rows give one value for all cases."""
+    source: str
+    dice: Tuple[Optional[float], Optional[float]] = (None, None)
+    det: Tuple[Optional[float], Optional[float]] = (None, None)
+    dice_all: Optional[float] = None
+    det_all: Optional[float] = None
+    uncertain: str = ""   # why the value or the mapping is uncertain; empty: read off the table as is
+
+
+@dataclass(frozen=True)
+class Row:
+    network: Network
+    test_set: str                     # 'AB' or 'C'
+    phase: str                        # 'present' or 'missing' (zero image)
+    chain: Tuple[str, ...] = ()       # paper post-processing columns, in order: Lesion, Thr, Big
+    lesion_source: str = "model"      # only matters with 'Lesion' in the chain
+    paper: Optional[PaperRow] = None
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        """Shared by every table that has the same row, so its result is computed once."""
+        chain = "+".join(self.chain) or "raw"
+        if "Lesion" in self.chain and self.lesion_source == "reference":
+            chain += "_oracle"
+        return f"{self.network.key}__{self.test_set}_{self.phase}__{chain}"
+
+    @property
+    def postprocessing(self) -> str:
+        text = "+".join(self.chain) or "-"
+        return text + (" (reference lesion, oracle)" if "Lesion" in self.chain and
+                       self.lesion_source == "reference" else "")
+
+
+# ---- the paper's numbers (Dice and Det. columns of Tables 5-7) --------------------------------------------------
+
+PAPER_TABLE5: Dict[int, PaperRow] = {
+    10: PaperRow("Table 5, 10 slices", (0.48, 0.51), (0.9, 0.91)),
+    12: PaperRow("Table 5, 12 slices", (0.55, 0.54), (1.0, 0.91)),
+    14: PaperRow("Table 5, 14 slices", (0.59, 0.42), (1.0, 0.85)),
+}
+_MATAR2 = "the paper trained UpAttLLSTM on CHSF+MATAR+MATAR2"
+PAPER_TABLE6: Dict[Tuple[str, Tuple[str, ...]], PaperRow] = {
+    (NNUNET, ()): PaperRow("Table 6, nnUnet", (0.46, 0.45), (0.7, 0.7)),
+    ("CLSTM", ()): PaperRow("Table 6, CLSTM", (0.39, 0.33), (1.0, 0.81)),
+    ("LLSTM", ()): PaperRow("Table 6, LLSTM", (0.48, 0.36), (1.0, 0.64)),
+    ("AttCLSTM", ()): PaperRow("Table 6, AttCLSTM", (0.41, 0.38), (0.9, 0.72)),
+    ("AttLLSTM", ()): PaperRow("Table 6, AttLLSTM CHSF+MATAR", (0.55, 0.54), (1.0, 0.91)),
+    ("UpAttLLSTM", ()): PaperRow("Table 6, UpAttLLSTM", (0.62, 0.58), (1.00, 0.93), uncertain=_MATAR2),
+    (NNUNET, ("Lesion",)): PaperRow("Table 6, nnUnet +Lesion", (0.48, 0.51), (0.7, 0.7)),
+    ("AttCLSTM", ("Lesion",)): PaperRow("Table 6, AttCLSTM +Lesion", (0.43, 0.36), (0.9, 0.6)),
+    ("AttLLSTM", ("Lesion",)): PaperRow("Table 6, AttLLSTM +Lesion", (0.52, 0.58), (1.0, 0.91)),
+    (NNUNET, ("Lesion", "Thr")): PaperRow("Table 6, nnUnet +Lesion+Thr", (0.49, 0.51), (0.7, 0.7)),
+    ("AttCLSTM", ("Lesion", "Thr")): PaperRow("Table 6, AttCLSTM +Lesion+Thr", (0.54, 0.32), (0.9, 0.6)),
+    ("AttLLSTM", ("Lesion", "Thr")): PaperRow("Table 6, AttLLSTM +Lesion+Thr", (0.63, 0.59), (1.0, 0.91)),
+    ("UpAttLLSTM", ("Big",)): PaperRow("Table 6, UpAttLLSTM +Big", (0.65, 0.65), (1.00, 0.86),
+                                       uncertain=_MATAR2 + "; the check mark's column was lost, Big per the prose "
+                                                           "and Table 7 row 2"),
+}
+# Table 7's check-mark columns (Grad. mod. drop., Pretrained, Big, PHASE) were lost in the text copy. Rows 1-2
+# repeat Table 6's UpAttLLSTM rows (certain); the others are mapped from the prose. Key: (network, gradual_init,
+# test set, PHASE, Big). FOCH (SWI) stands for center C; the paper does not split FOCH by occlusion.
+_LOST = "Table 7's check-mark columns were lost; mapped from the prose"
+PAPER_TABLE7: Dict[Tuple[str, Optional[str], str, str, bool], PaperRow] = {
+    ("UpAttLLSTM", None, "AB", "present", False): PaperRow("Table 7 row 1", (0.62, 0.58), (1.00, 0.93)),
+    ("UpAttLLSTM", None, "AB", "present", True): PaperRow("Table 7 row 2", (0.65, 0.65), (1.00, 0.86)),
+    ("UpAttLLSTM", None, "AB", "missing", False): PaperRow(
+        "Table 7 row 3", (0.24, 0.29), (0.8, 0.57), uncertain=_LOST + " ('Dice lower than 0.30' without PHASE)"),
+    ("UpAttLLSTM", None, "C", "present", False): PaperRow(
+        "Table 7 row 13, FOCH (SWI)", dice_all=0.04, det_all=0.32,
+        uncertain=_LOST + " ('detection rate lower than 40 %' on FOCH without any method)"),
+    (GRADUAL, "pretrained", "AB", "present", False): PaperRow("Table 7 row 9", (0.54, 0.49), (1.00, 0.92),
+                                                              uncertain=_LOST),
+    (GRADUAL, "pretrained", "AB", "present", True): PaperRow("Table 7 row 10", (0.60, 0.57), (1.00, 0.79),
+                                                             uncertain=_LOST),
+    (GRADUAL, "pretrained", "AB", "missing", False): PaperRow("Table 7 row 11", (0.45, 0.41), (1.00, 0.86),
+                                                              uncertain=_LOST),
+    (GRADUAL, "pretrained", "C", "present", False): PaperRow("Table 7 row 18, FOCH (SWI)", dice_all=0.28,
+                                                             det_all=0.80, uncertain=_LOST),
+    (GRADUAL, "pretrained", "C", "present", True): PaperRow("Table 7 row 19, FOCH (SWI)", dice_all=0.29,
+                                                            det_all=0.77, uncertain=_LOST + " ('0.29 when SWI "
+                                                                                            "replaces SWAN')"),
+    (GRADUAL, "scratch", "AB", "present", False): PaperRow("Table 7 row 7", (0.47, 0.58), (0.90, 0.86),
+                                                           uncertain=_LOST),
+    (GRADUAL, "scratch", "AB", "missing", False): PaperRow("Table 7 row 8", (0.44, 0.42), (0.90, 0.86),
+                                                           uncertain=_LOST),
+    (GRADUAL, "scratch", "C", "present", False): PaperRow("Table 7 row 15, FOCH (SWI)", dice_all=0.21,
+                                                          det_all=0.77, uncertain=_LOST),
+}
+
+
+# ---- table layouts --------------------------------------------------------------------------------------------
+
+def check_models(table: int, models: Optional[Sequence[str]]) -> Tuple[str, ...]:
+    """The models of `table` to run (all by default); an unknown table or model is an error naming the choices."""
+    if table not in TABLE_MODELS:
+        raise ValueError(f"unknown table {table!r}; the thrombus tables are {', '.join(map(str, TABLE_MODELS))}")
+    if not models:
+        return TABLE_MODELS[table]
+    unknown = [m for m in models if m not in TABLE_MODELS[table]]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(map(repr, unknown))} for Table {table}; "
+                         f"expected some of {', '.join(TABLE_MODELS[table])}")
+    return tuple(m for m in TABLE_MODELS[table] if m in models)
+
+
+def table_rows(table: int, profile: ClotProfile, models: Optional[Sequence[str]] = None,
+               lesion_source: Optional[str] = None) -> List[Row]:
+    """The rows of Table 5, 6 or 7 in the paper's order, restricted to `models`."""
+    chosen = check_models(table, models)
+    lesion = lesion_source or profile.lesion_source
+    if lesion not in ("model", "reference"):
+        raise ValueError(f"lesion source must be 'model' or 'reference', got {lesion!r}")
+    slices = profile.default_slices
+    if table == 5:
+        return [Row(Network("AttLLSTM", ours), "AB", "present", paper=PAPER_TABLE5[paper],
+                    note=f"{ours} slices (paper: {paper})") for ours, paper in profile.slices]
+    if table == 6:
+        def network(model):
+            return Network(model, None if model == NNUNET else slices)
+        rows = [Row(network(m), "AB", "present", paper=PAPER_TABLE6[(m, ())]) for m in chosen]
+        for chain in (("Lesion",), ("Lesion", "Thr")):
+            rows += [Row(network(m), "AB", "present", chain, lesion, PAPER_TABLE6[(m, chain)])
+                     for m in (NNUNET, "AttCLSTM", "AttLLSTM") if m in chosen]
+        if "UpAttLLSTM" in chosen:
+            rows.append(Row(network("UpAttLLSTM"), "AB", "present", ("Big",), paper=PAPER_TABLE6[("UpAttLLSTM",
+                                                                                                 ("Big",))]))
+        return rows
+    rows = []
+    for model in chosen:
+        init = profile.gradual_init if model == GRADUAL else None
+        for test_set, phase in (("AB", "present"), ("AB", "missing"), ("C", "present")):
+            for big in (False, True):
+                rows.append(Row(Network(model, slices), test_set, phase, ("Big",) if big else (),
+                                paper=PAPER_TABLE7.get((model, init, test_set, phase, big))))
+    return rows
+
+
+def row_networks(rows: Sequence[Row], profile: ClotProfile) -> List[Network]:
+    """Every network the rows need, in training order (a fine-tune after the model it starts from)."""
+    networks: List[Network] = []
+
+    def add(network: Network):
+        before = network.pretrained_from(profile)
+        if before is not None:
+            add(before)
+        if network not in networks:
+            networks.append(network)
+    for row in rows:
+        if "Lesion" in row.chain and row.lesion_source == "model":
+            add(LESION_NETWORK)
+        add(row.network)
+    return networks
+
+
+# ---- metrics and report ---------------------------------------------------------------------------------------
+
+GROUPS = ("proximal", "distal", "all")
+METRICS = ("fp_count", "fp_size_mm3", "fn_count", "fn_size_mm3", "dice", "detection")
+
+
+def table_metrics(label_summary: Mapping[str, Mapping]) -> Dict[str, Dict[str, Optional[float]]]:
+    """The paper's columns from `nnunet_ext.evaluation.evaluate.summarize(rows)[label]`, per group (proximal,
+    distal, all; a group without cases gives None everywhere):
+    FP/FN count = mean per case; FP/FN size = mean size of the FP components / missed clots pooled over the
+    group's cases, in mm^3 (None when there is none); Dice = mean per case; detection = mean per-case detection
+    rate (the share of patients whose clot is found, with one clot per case)."""
+    metrics = {}
+    for group in GROUPS:
+        values = label_summary.get(group)
+        if values is None:
+            metrics[group] = {**{m: None for m in METRICS}, "cases": 0}
+            continue
+        pooled = values["pooled"]
+
+        def size(key):
+            mean = pooled[key]["mean"]
+            return None if mean is None else mean * 1000.0  # ml -> mm^3
+        metrics[group] = {"fp_count": values["fp"]["mean"], "fp_size_mm3": size("fp_size_ml"),
+                          "fn_count": values["fn"]["mean"], "fn_size_mm3": size("fn_size_ml"),
+                          "dice": values["dice"]["mean"], "detection": values["detection_rate"]["mean"],
+                          "cases": values["cases"]}
+    return metrics
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pair(values: Tuple[Optional[float], Optional[float]]) -> str:
+    return " / ".join(_fmt(v) for v in values)
+
+
+def paper_text(paper: Optional[PaperRow], which: str, footnotes: List[str]) -> str:
+    """'0.55 / 0.54' (P / D), '0.28 (all)' for FOCH rows, '-' when the paper has no such row; uncertain
+    values get '?' and a footnote number."""
+    if paper is None:
+        return "-"
+    pooled = paper.dice_all if which == "dice" else paper.det_all
+    text = f"{pooled:.2f} (all)" if pooled is not None else _pair(paper.dice if which == "dice" else paper.det)
+    if paper.uncertain:
+        if paper.uncertain not in footnotes:
+            footnotes.append(paper.uncertain)
+        text += f" ?[{footnotes.index(paper.uncertain) + 1}]"
+    return text
+
+
+def model_label(row: Row, profile: ClotProfile) -> str:
+    network = row.network
+    if network.architecture == GRADUAL:
+        how = "fine-tuned from UpAttLLSTM" if profile.gradual_init == "pretrained" else "from scratch"
+        label = f"UpAttLLSTM + gradual dropout of PHASE (p 0.5, {how})"
+    elif network.architecture == NNUNET:
+        label = "nnU-Net 3d_fullres (CPU plans)"
+    else:
+        label = network.architecture
+    return label + (f", {row.note}" if row.note else "")
+
+
+TABLE_TITLES = {5: "Table 5: AttLLSTM and the number of slices",
+                6: "Table 6: nnU-Net, the recurrent ablations and UpAttLLSTM, with post-processing",
+                7: "Table 7: UpAttLLSTM with gradual modality dropout of PHASE; PHASE absent and an unseen center"}
+
+
+def setting_notes(table: int, profile: ClotProfile) -> List[str]:
+    """What differs from the paper, said once per report."""
+    notes = [f"Synthetic clot cohort ({profile.train_per_center} training and {profile.test_per_center} test cases "
+             f"per center, field of view {profile.size} mm, seed {profile.seed}); trained on centers A+B (the paper's "
+             f"CHSF+MATAR), one run per row; center C (SWI in the SWAN slot, black PHASE: the paper's FOCH (SWI)) "
+             "is test-only. Clot networks: template `" + profile.template + f"`, {profile.epochs} epochs x "
+             f"{profile.iterations_per_epoch} iterations; nnU-Net: 3d_fullres with `nnUNetPlans_CPU`, same budget.",
+             "Columns: FP/FN count = mean per case; FP/FN size = mean size (mm^3) of the false-positive components / "
+             "missed clots of the group (the paper's size unit is not stated, probably pixels: not comparable); "
+             "Dice = mean per case; Det. = mean per-case detection rate (lesion matching: any overlap). "
+             "P / D = proximal / distal occlusions; 'all' = every case of the test set. Paper columns: the paper's "
+             "Dice and Det. for the row, P / D.",
+             f"Slice counts: the CPU template's patch has {profile.default_slices} slices where the paper's has 12, "
+             "so Table 5's 10/12/14 become " + "/".join(str(o) for o, _ in profile.slices) + " (scaled by "
+             f"{profile.default_slices}/12); Tables 6 and 7 use {profile.default_slices}."]
+    if table == 6:
+        lesion = ("a stock nnU-Net 3d_fullres model (CPU plans, same budget) trained on DWI alone with the lesion "
+                  "labels of A+B (the paper: a separate nnU-Net lesion model)" if profile.lesion_source == "model"
+                  else "the reference lesion (oracle: the rows are marked)")
+        notes.append(f"Post-processing (paper 4.2.4): Lesion = keep the objects within d of the closest object's "
+                     f"distance to the lesion centroid, d = {profile.lesion_distance_mm} mm (the paper's 20 pixels "
+                     f"of a 256-pixel crop, scaled to the {profile.size} mm field of view); lesion mask from {lesion}. "
+                     f"Thr = grow the objects into voxels with probability > {THRESHOLD}; Big = keep the largest "
+                     "object.")
+    if table == 7:
+        notes.append("PHASE absent: zero image (`nnunet_ext_predict --missing PHASE`). Center C's PHASE is black "
+                     "already. The paper's FOCH (SWAN) rows and its model without PHASE (rows 4-6) have no "
+                     "counterpart here. Big = keep the largest object.")
+    return notes
+
+
+def write_clot_report(table: int, profile: ClotProfile, rows: Sequence[Row], results: Mapping[str, Dict],
+                      out_prefix: str, command: str, provenance: Mapping, extra_notes: Sequence[str] = ()
+                      ) -> Dict[str, str]:
+    """Write <out_prefix>.md/.csv/.json for the rows; rows without a result are listed as not run."""
+    footnotes: List[str] = []
+    notes = setting_notes(table, profile) + list(extra_notes)
+    header = ["#", "model", "test set", "PHASE", "post-proc."]
+    for title in ("FP n", "FP size", "FN n", "FN size", "Dice", "Det."):
+        header += [f"{title} P", f"{title} D"]
+    header += ["Dice all", "Det. all", "cases P/D", "paper Dice P / D", "paper Det. P / D"]
+    lines = [f"# {TABLE_TITLES[table]} (synthetic clot cohort, profile `{profile.name}`)", "",
+             f"Command: `{command}`", ""] + [f"- {note}" for note in notes] + [
+        "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    csv_rows, json_rows = [], []
+    for number, row in enumerate(rows, start=1):
+        result = results.get(row.key)
+        metrics = result["metrics"] if result else None
+        cells = [str(number), model_label(row, profile), TEST_SET_LABELS[row.test_set], row.phase, row.postprocessing]
+        if metrics is None:
+            cells += ["not run"] + [""] * (len(header) - len(cells) - 3)
+        else:
+            for metric in METRICS:
+                digits = 1 if "size" in metric else 2
+                cells += [_fmt(metrics["proximal"][metric], digits), _fmt(metrics["distal"][metric], digits)]
+            cells += [_fmt(metrics["all"]["dice"]), _fmt(metrics["all"]["detection"]),
+                      f"{metrics['proximal']['cases']}/{metrics['distal']['cases']}"]
+        cells += [paper_text(row.paper, "dice", footnotes), paper_text(row.paper, "det", footnotes)]
+        lines.append("| " + " | ".join(cells) + " |")
+        record = {"row": number, "key": row.key, "model": model_label(row, profile),
+                  "architecture": row.network.architecture, "slices": row.network.slices,
+                  "test_set": row.test_set, "phase": row.phase, "postprocessing": row.postprocessing}
+        flat = dict(record)
+        for group in GROUPS:
+            for metric in METRICS + ("cases",):
+                flat[f"{metric}_{group}"] = None if metrics is None else metrics[group][metric]
+        paper = row.paper or PaperRow("")
+        flat.update({"paper_dice_P": paper.dice[0], "paper_dice_D": paper.dice[1], "paper_dice_all": paper.dice_all,
+                     "paper_det_P": paper.det[0], "paper_det_D": paper.det[1], "paper_det_all": paper.det_all,
+                     "paper_source": paper.source, "paper_uncertain": paper.uncertain})
+        csv_rows.append(flat)
+        json_rows.append({**record, "metrics": metrics, "paper": asdict(row.paper) if row.paper else None,
+                          "result": result and {k: result[k] for k in ("trainer", "plans", "commands", "folders")
+                                                if k in result}})
+    if footnotes:
+        lines += [""] + [f"?[{i}] {text}." for i, text in enumerate(footnotes, start=1)]
+    lines += ["", f"Versions: {provenance['versions']}; seed {provenance.get('seed')}.", ""]
+    paths = write_table_files(out_prefix, lines, csv_rows, {
+        "table": table, "profile": asdict(profile), "command": command, "provenance": dict(provenance),
+        "notes": notes, "rows": json_rows})
+    return paths

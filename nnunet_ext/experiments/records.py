@@ -1,0 +1,44 @@
+"""What every experiment harness writes: the command log, one log per command, and the table files."""
+import csv
+import json
+import os
+import shlex
+import subprocess
+import time
+from typing import Dict, List, Mapping, Optional, Sequence
+
+
+def append_command_log(workdir: str, text: str) -> None:
+    """One timestamped line in <workdir>/commands.log (the record of what a harness ran, in order)."""
+    with open(os.path.join(workdir, "commands.log"), "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+
+def run_logged(command: List[str], workdir: str, log_name: str, env: Mapping[str, str],
+               extra_env: Optional[Mapping[str, str]] = None) -> None:
+    """Run `command` with `env` (+ `extra_env`), its output to <workdir>/logs/<log_name>.log; a failure names the
+    command and its log."""
+    append_command_log(workdir, shlex.join(command) + (f" [env {dict(extra_env)}]" if extra_env else ""))
+    log_path = os.path.join(workdir, "logs", f"{log_name}.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "w") as log:
+        code = subprocess.run(command, env={**env, **(extra_env or {})}, stdout=log,
+                              stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed with exit code {code}; see {log_path}")
+
+
+def write_table_files(out_prefix: str, markdown_lines: Sequence[str], csv_rows: Sequence[Mapping],
+                      json_content: Mapping) -> Dict[str, str]:
+    """<out_prefix>.md, .csv (columns from the first row) and .json; returns their paths."""
+    paths = {"md": out_prefix + ".md", "csv": out_prefix + ".csv", "json": out_prefix + ".json"}
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
+    with open(paths["md"], "w") as f:
+        f.write("\n".join(markdown_lines))
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    with open(paths["json"], "w") as f:
+        json.dump(json_content, f, indent=2)
+    return paths
