@@ -23,6 +23,7 @@ def test_small_objects_are_removed_below_n_min_only():
     mask = _volume((1, 1, 0, 19), (5, 5, 0, 20), (10, 10, 0, 21))
     kept = remove_small_objects(mask, 20)
     assert not kept[1].any() and kept[5].sum() == 20 and kept[10].sum() == 21
+    assert np.array_equal(remove_small_objects(kept, 20), kept)  # idempotent
 
 
 def test_connectivity_decides_what_one_object_is():
