@@ -17,9 +17,8 @@ import subprocess
 import sys
 from typing import Dict, Mapping, Sequence
 
-import numpy as np
-
 from nnunet_ext.evaluation.folders import dice_per_case
+from nnunet_ext.experiments.report import ROWS, summarize_cell
 from nnunet_ext.paths import nnunet_environment
 from nnunet_ext.provenance import provenance
 
@@ -31,13 +30,11 @@ COMPARED_CELLS = ("no_dropout", "MultiUnet_p08", "ModDrop+_p08")  # the baseline
 
 
 def center_means(dice: Mapping[str, float], case_centers: Mapping[str, str]) -> Dict[str, float]:
-    """Mean Dice per center and their average (the tables' 'average' column)."""
-    per_center: Dict[str, list] = {}
-    for case, value in dice.items():
-        per_center.setdefault(case_centers[case], []).append(value)
-    means = {center: float(np.mean(values)) for center, values in sorted(per_center.items())}
-    means["average"] = float(np.mean(list(means.values())))
-    return means
+    """Mean Dice per center and their average (the tables' 'average' column), as the harness's report computes it."""
+    one_run = {"dice": {row: dict(dice) for row in ROWS}, "case_centers": dict(case_centers)}
+    summary = summarize_cell([one_run])["all"]
+    return {**{center: stats["mean"] for center, stats in summary["centers"].items()},
+            "average": summary["average"]["mean"]}
 
 
 def derive_dwi_only(source_raw: str, target_raw: str) -> None:
