@@ -85,7 +85,7 @@ def test_every_trainer_of_every_profile_is_listed_for_nnunet():
                 name = network.trainer(profile)
                 assert any(hasattr(m, name) for m in modules), name
     assert Network(GRADUAL, 8).plans == "nnUNetPlans_UpAttLLSTM_s8"
-    assert Network(NNUNET).trainer(QUICK) == "nnUNetTrainerNoDropout_8epochs"
+    assert Network(NNUNET).trainer(QUICK) == "nnUNetTrainerNoDropout_100epochs"
 
 
 def test_paper_numbers_are_rates():
@@ -198,7 +198,7 @@ def test_commands_a_harness_would_run_without_running_them(tmp_path):
     harness = ClotHarness(str(tmp_path), QUICK, log=lambda m: None)
     fine_tune = harness.train_command(Network(GRADUAL, 8))
     assert fine_tune[:7] == ["nnUNetv2_train", "531", "3d_fullres", "0", "-p", "nnUNetPlans_UpAttLLSTM_s8", "-tr"]
-    assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_8epochs__nnUNetPlans_UpAttLLSTM_s8"
+    assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_100epochs__nnUNetPlans_UpAttLLSTM_s8"
                                   "__3d_fullres/fold_0/checkpoint_final.pth")
     predict = harness.predict_command(Network("UpAttLLSTM", 8), "AB", "missing")
     assert predict[-3:] == ["--save_probabilities", "--missing", "PHASE"]
