@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from nnunet_ext.cli.postprocess import postprocess_folder
 from nnunet_ext.data.clot_cohort import LESION_LABEL_FOLDERS, OCCLUSION_FILE, ClotCohortSpec, write_clot_cohort
+from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
 from nnunet_ext.evaluation.evaluate import EvaluationSettings, evaluate_folders, summarize
 from nnunet_ext.experiments.clot_tables import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, GRADUAL, LESION_ID,
@@ -339,7 +340,7 @@ class ClotHarness:
                   "folders": {"prediction": prediction, "evaluated": folder}, "commands": commands,
                   "profile": asdict(self.profile), "provenance": provenance(seed=self.profile.seed,
                                                                             command=self.command)}
-        self._write_json(path, result)
+        write_json_files({path: result})
         return result
 
     def lesion_model_result(self, test_set: str = "AB") -> Dict:
@@ -354,15 +355,8 @@ class ClotHarness:
                   "commands": [shlex.join(self.train_command(LESION_NETWORK)),
                                shlex.join(self.predict_command(LESION_NETWORK, test_set, "present"))],
                   "provenance": provenance(seed=self.profile.seed, command=self.command)}
-        self._write_json(path, result)
+        write_json_files({path: result})
         return result
-
-    @staticmethod
-    def _write_json(path: str, content: Dict) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(content, f, indent=2)
-        os.replace(path + ".tmp", path)
 
     # ---- tables --------------------------------------------------------------------------------------------
     def run_table(self, table: int, models: Optional[Sequence[str]] = None, lesion_source: Optional[str] = None,

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.evaluation.folders import dice_per_case
 from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
@@ -178,10 +179,7 @@ class Harness:
         result = {"table": self.table.number, "cell": asdict(cell), "fold": fold, "trainer": trainer,
                   "dataset_id": dataset_id, "dice": rows, "case_centers": {c: centers[c] for c in rows["all"]},
                   "profile": asdict(self.profile), "provenance": provenance(seed=seed)}
-        os.makedirs(run_folder, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(path + ".tmp", path)
+        write_json_files({path: result})  # complete or absent: a finished run is one that has its file
         return result
 
     def run(self) -> List[Dict]:
