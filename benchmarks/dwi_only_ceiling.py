@@ -1,13 +1,14 @@
 """How much Dice DWI alone allows on Table 2's quick cohort: the ceiling a model could keep with ADC missing.
 
-    python benchmarks/dwi_only_ceiling.py --workdir /tmp/repro_quick [--fold 0]
+    python benchmarks/dwi_only_ceiling.py --workdir WORKDIR [--fold 0]
 
 Table 2's bar asks the dropout methods to keep >= 95 % of their all-channel Dice with ADC absent. That is only
 possible if DWI alone carries the lesions. This trains the stock nnU-Net (CPU plans, the quick profile's budget:
 `nnUNetTrainerNoDropout_8epochs`, 60 + 4 iterations per epoch, seed = fold) on the DWI channel of the harness's
 Table 2 dataset (511) with the harness's own split, predicts the same test cases and compares, per center, with
 the harness's runs of the same fold (`<workdir>/runs/table2/<cell>/fold_<f>.json`).
-Writes benchmarks/results/dwi_only_ceiling.{json,md}. Needs a workdir in which the Table 2 harness has run.
+Writes benchmarks/results/dwi_only_ceiling.{json,md} (--out to change).
+Needs a workdir in which the Table 2 harness has run.
 """
 import argparse
 import json
