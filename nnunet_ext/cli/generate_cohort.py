@@ -2,14 +2,14 @@
 
 --kind stroke (default): the stroke-lesion cohort (DWI, ADC, B0; dataset 501).
 --kind clot: the clot cohort (DWI, SWAN, PHASE; dataset 502), with lesion labels in labelsTr_lesion /
-labelsTs_lesion and the occlusion of every case in occlusions.json.
+labelsTs_lesion and the occlusion of every case in occlusions.json; --preset easy (default) or hard.
 """
 import argparse
 import os
 import sys
 
 from nnunet_ext.data.clot_cohort import CHANNELS as CLOT_CHANNELS
-from nnunet_ext.data.clot_cohort import CLOT_CENTERS, ClotCohortSpec, write_clot_cohort
+from nnunet_ext.data.clot_cohort import CLOT_CENTERS, CLOT_PRESETS, ClotCohortSpec, write_clot_cohort
 from nnunet_ext.data.synthetic_cohort import CENTERS, CHANNELS, CohortSpec, write_cohort
 
 KINDS = {"stroke": (CohortSpec, write_cohort), "clot": (ClotCohortSpec, write_clot_cohort)}
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"default ADC; clot: from {' '.join(CLOT_CHANNELS)}, default PHASE)")
     parser.add_argument("--proximal-fraction", type=float, default=None,
                         help="clot only: share of proximal occlusions (default 0.5)")
+    parser.add_argument("--preset", choices=list(CLOT_PRESETS), default=None,
+                        help="clot only: cohort preset (default easy; hard: small low-contrast clots, thick slices, "
+                             "low-resolution DWI, slice mimics; benchmarks/results/clot_cohort_hard.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
     return parser
 
@@ -52,6 +55,10 @@ def main(argv=None) -> None:
         if args.kind != "clot":
             sys.exit("error: --proximal-fraction applies to --kind clot only")
         given["proximal_fraction"] = args.proximal_fraction
+    if args.preset is not None:
+        if args.kind != "clot":
+            sys.exit("error: --preset applies to --kind clot only")
+        given["preset"] = args.preset
     try:
         spec = spec_class(**{key: value for key, value in given.items() if value is not None})
         folder = write(spec, args.raw, overwrite=args.overwrite)
