@@ -1,4 +1,5 @@
 """Where our trainers live, and the environment the stock nnU-Net commands need to find them."""
+import importlib.util
 import os
 from typing import Dict, Mapping, Optional
 
@@ -6,9 +7,16 @@ EXT_TRAINER_VAR = "nnUNet_extTrainer"
 
 
 def trainer_dir() -> str:
-    """The installed `trainers/` folder (the repository's own folder for an editable install)."""
-    import nnunet_ext_trainers
-    return os.path.dirname(os.path.abspath(nnunet_ext_trainers.__file__))
+    """The installed `trainers/` folder (the repository's own folder for an editable install or a source checkout).
+    Located, not imported: the trainers import this library, never the other way round."""
+    spec = importlib.util.find_spec("nnunet_ext_trainers")
+    if spec is not None and spec.submodule_search_locations:
+        return os.path.abspath(list(spec.submodule_search_locations)[0])
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trainers")
+    if os.path.isfile(os.path.join(checkout, "__init__.py")):
+        return checkout
+    raise RuntimeError(f"no nnunet_ext_trainers package installed and no trainers/ folder at {checkout}; "
+                       "install the repository (pip install -e .)")
 
 
 def with_trainer_dir(value: Optional[str]) -> str:

@@ -149,15 +149,15 @@ def test_bad_inputs_stop_with_a_message_and_write_nothing(folders, damage, messa
     assert not out.exists()
 
 
-def test_nan_is_refused(tmp_path):
-    # SimpleITK's NIfTI reader turns NaN into 0, so NaN arrives through other formats such as .mha
+@pytest.mark.parametrize("ending", [".mha", ".nii.gz"])  # SimpleITK alone turns NaN in NIfTI into 0
+def test_nan_is_refused(tmp_path, ending):
     for folder, value in (("pred", np.nan), ("ref", 1)):
         (tmp_path / folder).mkdir()
-        _write(tmp_path / folder / "a1.mha", _cube(value=value, dtype=np.float32))
+        _write(tmp_path / folder / f"a1{ending}", _cube(value=value, dtype=np.float32))
     with pytest.raises(SystemExit) as stop:
-        evaluate_main([str(tmp_path / "pred"), str(tmp_path / "ref"), "--file-ending", ".mha", "-o",
+        evaluate_main([str(tmp_path / "pred"), str(tmp_path / "ref"), "--file-ending", ending, "-o",
                        str(tmp_path / "out"), "--quiet"])
-    assert "a1: prediction contains label value(s) [nan]; expected only [0, 1]" in str(stop.value.code)
+    assert f"a1: prediction {tmp_path / 'pred' / ('a1' + ending)}: 8 NaN voxel(s)" in str(stop.value.code)
     assert not (tmp_path / "out").exists()
 
 

@@ -4,7 +4,6 @@ The dataset appears in --raw (default $nnUNet_raw) as Dataset<ID>_<Name>, comple
 cases are printed and listed with their reason in its conversion_report.json.
 """
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -12,6 +11,7 @@ import sys
 from tqdm import tqdm
 
 from nnunet_ext.data.converters import MISSING_B0, JhuLayout, convert_isles22, convert_jhu
+from nnunet_ext.data.splits import read_case_map
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,10 +60,7 @@ def main(argv=None) -> None:
             report = convert_isles22(args.root, args.raw, args.dataset_id, args.name, args.flair, args.droppable,
                                      args.overwrite, progress, command)
         else:
-            centers = None
-            if args.centers:
-                with open(args.centers) as f:
-                    centers = json.load(f)
+            centers = read_case_map(args.centers) if args.centers else None
             layout = JhuLayout(args.dwi_pattern, args.adc_pattern, args.b0_pattern, args.mask_pattern)
             report = convert_jhu(args.root, args.raw, args.dataset_id, args.name, layout, args.missing_b0, centers,
                                  droppable_channels=args.droppable, overwrite=args.overwrite, progress=progress,

@@ -1,10 +1,10 @@
 """`nnunet_ext_evaluate`: Dice, volume difference and lesion-wise metrics of a prediction folder, per center.
 
 Writes OUT/per_case.csv (one row per case and label) and OUT/summary.json (mean ± std per center and overall,
-lesion totals, settings, command and versions). Nothing is written if any case fails a check.
+lesion totals, settings, command and versions), as a set: both new, or neither changed. Nothing is written if
+any case fails a check.
 """
 import argparse
-import json
 import math
 import os
 import shlex
@@ -12,6 +12,7 @@ import sys
 
 from tqdm import tqdm
 
+from nnunet_ext.data.splits import read_case_map
 from nnunet_ext.evaluation.evaluate import EvaluationSettings, evaluate_folders, summarize, write_results
 from nnunet_ext.evaluation.lesion_metrics import CONNECTIVITIES, MATCHING_RULES, LesionMatching
 from nnunet_ext.provenance import provenance
@@ -59,16 +60,9 @@ def main(argv=None) -> None:
         settings = EvaluationSettings(
             labels=tuple(args.label), file_ending=args.file_ending,
             matching=LesionMatching(args.matching, args.iou, args.distance_mm, args.connectivity))
-        centers = None
-        if args.centers:
-            with open(args.centers) as f:
-                centers = json.load(f)
-            if args.group_key:
-                missing = [case for case, record in centers.items()
-                           if not isinstance(record, dict) or args.group_key not in record]
-                if missing:
-                    raise ValueError(f"{args.centers}: no field {args.group_key!r} for case(s) {', '.join(missing[:5])}")
-                centers = {case: str(record[args.group_key]) for case, record in centers.items()}
+        if args.group_key and not args.centers:
+            raise ValueError("--group-key needs --centers (the file whose records it groups by)")
+        centers = read_case_map(args.centers, args.group_key) if args.centers else None
         progress = None if args.quiet else (
             lambda iterable, total: tqdm(iterable, total=total, desc="evaluating", unit="case", file=sys.stderr))
         rows = evaluate_folders(args.predictions, args.references, settings, centers, args.num_processes, progress)

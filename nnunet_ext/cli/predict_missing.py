@@ -3,23 +3,32 @@
     nnunet_ext_predict -i IN -o OUT -d 501 -c 3d_fullres -f 0 -tr nnUNetTrainerGradualDrop_p05 --missing ADC
 
 --missing NAME ...        treat these channels as absent in every case (files ignored)
---allow-missing NAME ...  these channels may lack a file in some cases
+--allow-missing NAME ...  these channels may lack a file in some cases; only channels the model was trained
+                          to drop (its fold_X/nnunet_ext_settings.json), unless --allow-untrained-missing
 Absent channels become zero images with the geometry of a present channel. Every other option is passed
-to nnUNetv2_predict unchanged (-i and -o are replaced by the prepared folder and OUT).
+to nnUNetv2_predict unchanged (-i and -o are replaced by the prepared folder and OUT). Everything is checked
+before OUT is created: the model and its folds, the images (whole files, finite voxels, one grid per case);
+a failed prediction removes the OUT it created. OUT/nnunet_ext_predict.json lists the zero-filled channels
+and any warning (a zero-filled channel the model was not trained to drop).
 """
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from nnunet_ext.data.missing_channels import prepare_input_with_missing_channels
+from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.dropout.config import channel_names_from_dataset_json
 from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.provenance import provenance
 
 _SHADOWED_OPTIONS = ("-device", "-chk", "-prev_stage_predictions")
+DEFAULT_FOLDS = ("0", "1", "2", "3", "4")  # nnUNetv2_predict's default
+REPORT_FILE = "nnunet_ext_predict.json"
 
 
 def add_shadowed_options(parser: argparse.ArgumentParser) -> None:
@@ -37,10 +46,19 @@ def shadowed_passthrough(args: argparse.Namespace) -> List[str]:
     return passthrough
 
 
+def model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> str:
+    """The results folder of a trained model; ValueError (not nnU-Net's traceback) for an unknown dataset."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    try:
+        return get_output_folder(dataset, trainer, plans, configuration)
+    except (RuntimeError, ValueError) as error:  # unknown id, or nnUNet_results not set
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot find the model of dataset {dataset}: {first}") from None
+
+
 def model_dataset_json(dataset: str, trainer: str, plans: str, configuration: str) -> dict:
     from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-    folder = get_output_folder(dataset, trainer, plans, configuration)
+    folder = model_folder(dataset, trainer, plans, configuration)
     path = os.path.join(folder, "dataset.json")
     if not os.path.isfile(path):
         raise ValueError(f"no trained model at {folder} (dataset.json missing); check -d, -tr, -p, -c and "
@@ -48,7 +66,35 @@ def model_dataset_json(dataset: str, trainer: str, plans: str, configuration: st
     return load_json(path)
 
 
+def check_folds(folder: str, folds: Sequence[str], checkpoint: str) -> None:
+    """Every requested fold must hold `checkpoint`, checked before nnUNetv2_predict creates the output folder."""
+    missing = [f for f in folds if not os.path.isfile(os.path.join(folder, f"fold_{f}", checkpoint))]
+    if missing:
+        available = sorted(name[len("fold_"):] for name in os.listdir(folder) if name.startswith("fold_")
+                           and os.path.isfile(os.path.join(folder, name, checkpoint)))
+        hint = f" (pass -f {' '.join(available)})" if available else ""
+        raise ValueError(f"no {checkpoint} for fold(s) {', '.join(missing)} in {folder}; folds that have one: "
+                         f"{', '.join(available) or 'none'}{hint}")
+
+
+def trained_droppable_channels(folder: str, folds: Sequence[str], channel_names: Sequence[str]) -> List[str]:
+    """The channels every requested fold was trained to drop, from its nnunet_ext_settings.json; a fold without
+    one (a stock or no-dropout trainer) was trained to drop none."""
+    from nnunet_ext.training.ext_trainer import SETTINGS_FILE, read_settings_file
+    common = set(channel_names)
+    for fold in folds:
+        path = os.path.join(folder, f"fold_{fold}", SETTINGS_FILE)
+        settings = read_settings_file(path) if os.path.isfile(path) else {}
+        common &= set(settings.get("modality_dropout", {}).get("droppable_names", []))
+    return [name for name in channel_names if name in common]
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)  # through symlinks, as nnunet_ext_postprocess
+
+
 def run(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", dest="input", required=True)
     parser.add_argument("-o", dest="output", required=True)
@@ -56,22 +102,37 @@ def run(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("-c", dest="configuration", required=True)
     parser.add_argument("-tr", dest="trainer", default="nnUNetTrainer")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
+    parser.add_argument("-f", dest="folds", nargs="+", default=None,
+                        help="folds to use, as nnUNetv2_predict (default: 0 1 2 3 4)")
     parser.add_argument("--missing", nargs="+", default=[])
     parser.add_argument("--allow-missing", nargs="+", default=[])
+    parser.add_argument("--allow-untrained-missing", action="store_true",
+                        help="let --allow-missing zero-fill channels the model was not trained to drop (a warning "
+                             "goes to OUT/" + REPORT_FILE + ")")
     add_shadowed_options(parser)
     args, passthrough = parser.parse_known_args(argv)
     passthrough += shadowed_passthrough(args)
+    folds = [str(f) for f in (args.folds or DEFAULT_FOLDS)]
+    if args.folds:
+        passthrough += ["-f", *folds]
 
     try:
-        dataset_json = model_dataset_json(args.dataset, args.trainer, args.plans, args.configuration)
-        channel_names = channel_names_from_dataset_json(dataset_json)
         if not os.path.isdir(args.input):
             raise ValueError(f"input folder {args.input} does not exist")
+        if _same_folder(args.input, args.output):
+            raise ValueError(f"the output folder {args.output} is the input folder; predictions and nnU-Net's files "
+                             f"would be mixed into the images (the input is never written to)")
+        folder = model_folder(args.dataset, args.trainer, args.plans, args.configuration)
+        dataset_json = model_dataset_json(args.dataset, args.trainer, args.plans, args.configuration)
+        channel_names = channel_names_from_dataset_json(dataset_json)
+        check_folds(folder, folds, args.chk or "checkpoint_final.pth")
+        droppable = trained_droppable_channels(folder, folds, channel_names)
         staging_root = tempfile.mkdtemp(prefix="nnunet_ext_predict_")
         try:
             prepared = prepare_input_with_missing_channels(
                 args.input, os.path.join(staging_root, "input"), channel_names, dataset_json["file_ending"],
-                missing=args.missing, allow_missing=args.allow_missing)
+                missing=args.missing, allow_missing=args.allow_missing, droppable=droppable,
+                allow_untrained=args.allow_untrained_missing)
         except BaseException:
             shutil.rmtree(staging_root, ignore_errors=True)
             raise
@@ -79,13 +140,25 @@ def run(argv: Optional[List[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    output_existed = os.path.exists(args.output)
     try:
         filled = sum(len(v) for v in prepared.zero_filled.values())
         print(f"nnunet_ext_predict: {len(prepared.cases)} cases, {filled} absent channel image(s) zero-filled "
               f"({', '.join(args.missing) or 'none forced'})", flush=True)
+        for warning in prepared.warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         command = ["nnUNetv2_predict", "-i", os.path.join(staging_root, "input"), "-o", args.output,
                    "-d", args.dataset, "-c", args.configuration, "-tr", args.trainer, "-p", args.plans, *passthrough]
-        return subprocess.run(command, env=nnunet_environment()).returncode
+        returncode = subprocess.run(command, env=nnunet_environment()).returncode
+        if returncode == 0:
+            write_json_files({os.path.join(args.output, REPORT_FILE): {
+                "cases": prepared.cases, "zero_filled": prepared.zero_filled, "missing": list(args.missing),
+                "allow_missing": list(args.allow_missing), "trained_to_drop": droppable, "folds": folds,
+                "warnings": prepared.warnings,
+                "provenance": provenance(command=shlex.join(["nnunet_ext_predict", *argv]))}})
+        elif not output_existed:
+            shutil.rmtree(args.output, ignore_errors=True)  # a failed run leaves no folder it created
+        return returncode
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
 

@@ -9,6 +9,8 @@ interrupted or failed conversion leaves nothing half-written. Cases that cannot 
 reported, never silently dropped; if none is left, the conversion fails and writes nothing.
 All channels and the label of a case must share one grid (nnU-Net needs that): size, spacing, origin and
 direction are checked, and the written files carry the first channel's geometry exactly.
+Every source file is read whole and checked finite (`nifti.read_image_checked`): a truncated file or one with
+NaN/Inf voxels skips its case with the file named, instead of converting the zeros SimpleITK would read.
 
 ISLES'22 (BIDS, as distributed on Zenodo; `root` is the `ISLES-2022` folder or the folder holding it):
     sub-strokecaseXXXX/ses-0001/dwi/sub-strokecaseXXXX_ses-0001_dwi.nii.gz
@@ -30,7 +32,6 @@ JHU-style (assumed: one folder per subject, no public layout is fixed; every pat
   Channels DWI, ADC, B0. A missing B0 becomes a zero image on the DWI grid (how the paper treats centers
   without B0), or the case is skipped with `missing_b0="skip"`. Center "JHU", or per subject from a map.
 """
-import glob
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -40,8 +41,8 @@ import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from nnunet_ext.data.nifti import geometry_mismatch
-from nnunet_ext.data.staging import staged_dataset_folder
+from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
+from nnunet_ext.data.staging import check_dataset_id_free, staged_dataset_folder
 from nnunet_ext.provenance import provenance
 
 LABELS = {"background": 0, "lesion": 1}
@@ -83,9 +84,9 @@ def _read(path: Optional[str], what: str, expected: str) -> sitk.Image:
     if path is None:
         raise SkipCase(f"missing {what} (expected {expected})")
     try:
-        image = sitk.ReadImage(path)
-    except RuntimeError as error:
-        raise SkipCase(f"unreadable {what} {path}: {str(error).strip().splitlines()[-1]}") from None
+        image = read_image_checked(path)
+    except ImageFileError as error:  # truncated (.nii.gz or .nii), unreadable, NaN or Inf voxels
+        raise SkipCase(f"unusable {what}: {error}") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise SkipCase(f"{what} is not a 3D scalar image (dimension {image.GetDimension()}, "
                        f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel)")
@@ -93,9 +94,7 @@ def _read(path: Optional[str], what: str, expected: str) -> sitk.Image:
 
 
 def _binary_mask(mask: sitk.Image, grid: sitk.Image) -> sitk.Image:
-    array = sitk.GetArrayViewFromImage(mask)
-    if array.dtype.kind == "f" and np.isnan(array).any():
-        raise SkipCase("mask contains NaN")
+    array = sitk.GetArrayViewFromImage(mask)  # finite: checked by _read
     binary = sitk.GetImageFromArray((array > 0).astype(np.uint8))
     binary.CopyInformation(grid)
     return binary
@@ -160,9 +159,7 @@ def write_raw_dataset(sources: Sequence[SourceCase], raw_root: str, dataset_id: 
         raise ValueError(f"droppable channel {unknown[0]!r} is not a channel of this dataset "
                          f"({', '.join(channel_order)})")
     final = os.path.join(raw_root, folder_name)
-    others = [p for p in glob.glob(os.path.join(raw_root, f"Dataset{dataset_id:03d}_*")) if p != final]
-    if others:
-        raise ValueError(f"dataset id {dataset_id} is already used by {others[0]}; choose another id")
+    check_dataset_id_free(raw_root, folder_name)  # before any case is read (staged_dataset_folder checks again)
     skipped = list(skipped)
     converted, centers = [], {}
     with staged_dataset_folder(raw_root, folder_name, overwrite) as staging:

@@ -9,12 +9,11 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import SimpleITK as sitk
 
-from nnunet_ext.data.nifti import geometry_mismatch
+from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
 
 _MAX_REPORTED = 20
 
@@ -23,6 +22,7 @@ _MAX_REPORTED = 20
 class PreparedInput:
     cases: List[str]
     zero_filled: Dict[str, List[str]] = field(default_factory=dict)  # case -> channel names written as zeros
+    warnings: List[str] = field(default_factory=list)  # zero-filled channels the model was not trained to drop
 
 
 def _case_files(input_folder: str, num_channels: int, file_ending: str) -> Dict[str, Dict[int, str]]:
@@ -58,15 +58,27 @@ def _check_names(names: Sequence[str], channel_names: Sequence[str], what: str) 
 
 def prepare_input_with_missing_channels(input_folder: str, output_folder: str, channel_names: Sequence[str],
                                         file_ending: str, missing: Sequence[str] = (),
-                                        allow_missing: Sequence[str] = ()) -> PreparedInput:
+                                        allow_missing: Sequence[str] = (),
+                                        droppable: Optional[Sequence[str]] = None,
+                                        allow_untrained: bool = False) -> PreparedInput:
     """Check `input_folder` and write a complete input folder to `output_folder` (which must not exist).
 
     missing: channels treated as absent in every case (their files, if any, are ignored).
     allow_missing: channels that may lack a file in some cases. Any other absent file is an error.
+    droppable: the channels the model was trained to do without (None: not checked). A model has never seen
+      a zero image in another channel, so `allow_missing` may name another only with `allow_untrained`; such
+      channels, and those of `missing` (an explicit what-if, e.g. a baseline without dropout), are listed in
+      the result's warnings.
     """
     channel_names = list(channel_names)
     _check_names(missing, channel_names, "--missing")
     _check_names(allow_missing, channel_names, "--allow-missing")
+    untrained = [] if droppable is None else [n for n in allow_missing if n not in droppable]
+    if untrained and not allow_untrained:
+        raise ValueError(f"--allow-missing {', '.join(untrained)}: the model was not trained to drop "
+                         f"{', '.join(untrained)} (it was trained to drop: {', '.join(droppable) or 'no channel'}), "
+                         f"so a zero image there gives a wrong segmentation without any error; pass "
+                         f"--allow-untrained-missing to zero-fill it anyway")
     if len(set(missing)) == len(channel_names):
         raise ValueError(f"--missing lists every channel ({', '.join(channel_names)}); nothing is left to predict from")
     if os.path.exists(output_folder):
@@ -88,15 +100,16 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
         if not present:
             problems.append(f"{case}: no channel left")
             continue
-        reference_channel = min(present)
-        reference = None
+        reference, reference_channel = None, None
         for channel in sorted(present):
-            image = sitk.ReadImage(present[channel])
             label = f"{case} {channel_names[channel]}"
-            if np.isnan(sitk.GetArrayViewFromImage(image)).any():
-                problems.append(f"{label}: contains NaN")
+            try:
+                image = read_image_checked(present[channel])
+            except ImageFileError as error:  # truncated, unreadable, NaN or Inf (NIfTI included)
+                problems.append(f"{label}: {error}")
+                continue
             if reference is None:
-                reference = image
+                reference, reference_channel = image, channel
             else:
                 problem = geometry_mismatch(reference, image)
                 if problem:
@@ -111,7 +124,7 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
     os.makedirs(output_folder)
     try:
         for case, present in plan.items():
-            reference = sitk.ReadImage(present[min(present)])
+            reference = sitk.ReadImage(present[min(present)])  # checked whole above
             for channel in range(len(channel_names)):
                 target = os.path.join(output_folder, f"{case}_{channel:04d}{file_ending}")
                 if channel in present:
@@ -124,4 +137,12 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
     except BaseException:
         shutil.rmtree(output_folder, ignore_errors=True)
         raise
+    if droppable is not None:
+        filled = {name for names in result.zero_filled.values() for name in names}
+        for name in [n for n in channel_names if n in filled and n not in droppable]:
+            cases = sorted(case for case, names in result.zero_filled.items() if name in names)
+            result.warnings.append(f"{name} zero-filled in {len(cases)} case(s) ({', '.join(cases[:5])}"
+                                   f"{', ...' if len(cases) > 5 else ''}) but the model was not trained to drop it "
+                                   f"(trained to drop: {', '.join(droppable) or 'no channel'}): expect a worse "
+                                   f"segmentation")
     return result

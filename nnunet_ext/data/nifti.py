@@ -1,8 +1,21 @@
-"""Small SimpleITK helpers: numpy arrays are [z, y, x], spacings are given in that order too."""
+"""Small SimpleITK helpers: numpy arrays are [z, y, x], spacings are given in that order too.
+
+`read_image_checked` is how the project reads every image it is given (prediction inputs, converter sources,
+evaluated labels). SimpleITK alone is not enough: it reads a `.nii.gz` whose gzip stream ends early, or a
+`.nii` cut short, without an error (the missing voxels become zeros), and its NIfTI reader turns NaN and
+±Inf voxels into 0. So a gzip stream is read to its end first (the gzip module checks the end marker, CRC
+and length), and a NIfTI file's voxels are also read as stored with nibabel.
+"""
+import gzip
+import zlib
 from typing import Optional, Sequence, Tuple
 
+import nibabel
 import numpy as np
 import SimpleITK as sitk
+
+class ImageFileError(ValueError):
+    """An image file that is incomplete, unreadable or holds non-finite voxels; the message names the file."""
 
 
 def write_image(path: str, array: np.ndarray, spacing_zyx: Sequence[float]) -> None:
@@ -12,8 +25,74 @@ def write_image(path: str, array: np.ndarray, spacing_zyx: Sequence[float]) -> N
 
 
 def read_image(path: str) -> Tuple[np.ndarray, Tuple[float, ...]]:
-    image = sitk.ReadImage(path)
+    image = read_image_checked(path)
     return sitk.GetArrayFromImage(image), tuple(reversed(image.GetSpacing()))
+
+
+def _read_gzip_whole(path: str) -> bytes:
+    """The decompressed content, read to the end of the stream (where the gzip module checks the end marker,
+    CRC and length)."""
+    with open(path, "rb") as f:
+        compressed = f.read()
+    try:
+        return gzip.decompress(compressed)  # one call: several times faster than reading gzip.open in chunks
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ImageFileError(f"{path}: incomplete or corrupt gzip stream ({error}); the file was probably cut "
+                             f"short by a copy or download") from None
+
+
+def _is_nifti(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz"))
+
+
+def _nifti_voxels(path: str, content: Optional[bytes]) -> Optional[np.ndarray]:
+    """The voxels of a NIfTI file as stored, when they matter: floating point (NaN and Inf survive here) or an
+    uncompressed file (nibabel checks that it holds all of them). None for an integer .nii.gz, which the gzip
+    check already proved whole and which cannot hold a non-finite value. `content`: the decompressed .nii.gz,
+    so that it is not decompressed again."""
+    try:
+        if content is None:
+            image = nibabel.load(path)
+        else:
+            single_file = nibabel.Nifti2Image if content[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c") \
+                else nibabel.Nifti1Image  # sizeof_hdr 540: NIfTI-2
+            image = single_file.from_bytes(content)
+            if image.get_data_dtype().kind not in "fc":
+                return None
+        return np.asanyarray(image.dataobj)
+    except Exception as error:  # nibabel raises OSError, EOFError, ValueError, its own errors, ...
+        raise ImageFileError(f"{path}: incomplete or unreadable NIfTI file ({error})") from None
+
+
+def non_finite_problem(voxels: np.ndarray) -> Optional[str]:
+    """'3 NaN and 1 infinite voxel(s)' for an array with non-finite values, None when every value is finite."""
+    if voxels.dtype.kind not in "fc":
+        return None
+    finite = np.isfinite(voxels)
+    if finite.all():
+        return None
+    nan = int(np.count_nonzero(np.isnan(voxels)))
+    infinite = int(finite.size - np.count_nonzero(finite)) - nan
+    parts = ([f"{nan} NaN"] if nan else []) + ([f"{infinite} infinite"] if infinite else [])
+    return " and ".join(parts) + " voxel(s)"
+
+
+def read_image_checked(path: str, require_finite: bool = True) -> sitk.Image:
+    """The SimpleITK image at `path`, once the file is known to be whole and, if `require_finite`, to hold no
+    NaN or ±Inf voxel. Raises ImageFileError naming the file otherwise (also for what SimpleITK cannot read)."""
+    content = _read_gzip_whole(path) if path.lower().endswith(".gz") else None
+    voxels = _nifti_voxels(path, content) if _is_nifti(path) else None
+    del content  # SimpleITK reads the file itself (its geometry conventions are the project's)
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as error:
+        raise ImageFileError(f"{path}: unreadable ({str(error).strip().splitlines()[-1].strip()})") from None
+    if require_finite:
+        # NIfTI: the stored voxels (SimpleITK has replaced non-finite ones); other formats keep them
+        problem = non_finite_problem(voxels if voxels is not None else sitk.GetArrayViewFromImage(image))
+        if problem:
+            raise ImageFileError(f"{path}: {problem}; expected finite values")
+    return image
 
 
 def geometry_mismatch(a: sitk.Image, b: sitk.Image) -> Optional[str]:

@@ -8,12 +8,13 @@
 
 splits_final.json is nnU-Net's format: a list of {"train": [...], "val": [...]}, one per fold (use `-f i`).
 """
+import json
 import os
-import tempfile
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from batchgenerators.utilities.file_and_folder_operations import save_json
+
+from nnunet_ext.data.staging import write_files_together
 
 Splits = List[Dict[str, List[str]]]
 
@@ -62,24 +63,39 @@ def restrict_to(case_centers: Mapping[str, str], cases: Sequence[str]) -> Dict[s
     return {c: case_centers[c] for c in cases}
 
 
-def write_json_files(files: Mapping[str, object]) -> None:
-    """Write each {path: content} as JSON; all appear complete (temp file then rename), none on error."""
-    staged = {}
+def read_case_map(path: str, group_key: Optional[str] = None) -> Dict[str, str]:
+    """A case -> center map from a JSON file (e.g. case_centers.json), or with `group_key` a case -> record map
+    grouped by one field of each record (e.g. the clot cohort's occlusions.json with "occlusion").
+
+    Every error names the file: unreadable, not JSON, not an object, a record where a name belongs."""
     try:
-        for path, content in files.items():
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
-            os.close(handle)
-            staged[path] = temporary
-            save_json(content, temporary, sort_keys=False)
-        for path, temporary in staged.items():
-            os.replace(temporary, path)
-    except BaseException:
-        for temporary in staged.values():
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        raise
+        with open(path) as f:
+            content = json.load(f)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object mapping case -> center, got a {type(content).__name__}")
+    if group_key is not None:
+        missing = [case for case, record in content.items() if not isinstance(record, dict) or group_key not in record]
+        if missing:
+            raise ValueError(f"{path}: no field {group_key!r} for case(s) {', '.join(missing[:5])}")
+        content = {case: record[group_key] for case, record in content.items()}
+    for case, value in content.items():
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            continue
+        hint = ""
+        if isinstance(value, dict) and group_key is None:
+            hint = (f"; the file holds a record per case: name the field to group by with --group-key "
+                    f"(fields: {', '.join(sorted(map(str, value)))})")
+        raise ValueError(f"{path}: case {case!r} maps to {json.dumps(value)[:80]}, not a center name{hint}")
+    return {case: str(value) for case, value in content.items()}
+
+
+def write_json_files(files: Mapping[str, object]) -> None:
+    """Write each {path: content} as JSON, as a set: all complete, or none changed on error."""
+    write_files_together({path: json.dumps(content, indent=4) for path, content in files.items()})
 
 
 def validation_counts(splits: Splits, case_centers: Mapping[str, str]) -> List[Dict[str, int]]:

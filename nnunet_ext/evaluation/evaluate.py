@@ -1,10 +1,11 @@
 """Evaluate an nnU-Net prediction folder against reference labels: per-case rows, per-center summaries, files.
 
 Files pair by name (nnU-Net: `CASE.nii.gz` in both folders); every reference case needs a prediction. Each
-pair must share shape, spacing, origin and direction, hold no NaN, and contain only background (0) and the
-evaluated labels: anything else (a 7 in a binary task, a 0.5 from a probability map) is an error naming the
-case and the values, because silently treating it as foreground or background would change the scores.
-(SimpleITK's NIfTI reader turns NaN into 0, so NaN is only seen in other formats, e.g. .mha or .nrrd.)
+pair must be whole files (a truncated .nii.gz is an error, not a partly empty mask), share shape, spacing,
+origin and direction, hold no NaN or Inf (checked on the stored voxels: SimpleITK's NIfTI reader would turn
+them into 0), and contain only background (0) and the evaluated labels: anything else (a 7 in a binary task,
+a 0.5 from a probability map) is an error naming the case and the values, because silently treating it as
+foreground or background would change the scores.
 Means and standard deviations are over cases (population std, as `folders.summarize_by_center`); metrics that
 are undefined for a case (NaN, see `lesion_metrics`) are left out of that metric's mean and count.
 """
@@ -13,7 +14,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -21,7 +21,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_ext.data.nifti import geometry_mismatch
+from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
+from nnunet_ext.data.staging import write_files_together
 from nnunet_ext.evaluation.lesion_metrics import SCALAR_METRICS, LesionMatching, case_metrics
 
 SIZE_METRICS = ("fp_sizes_ml", "fn_sizes_ml")
@@ -69,11 +70,19 @@ def unexpected_values(array: np.ndarray, allowed: Sequence[int]) -> List:
     return [v.item() for v in present if v not in allowed][:5]
 
 
+def read_label_image(case: str, which: str, path: str) -> sitk.Image:
+    """A label image read whole and checked finite (NaN in a NIfTI file too); ValueError naming case and file."""
+    try:
+        return read_image_checked(path)
+    except ImageFileError as error:
+        raise ValueError(f"{case}: {which} {error}") from None
+
+
 def evaluate_case(case: str, prediction_path: str, reference_path: str,
                   settings: EvaluationSettings) -> List[Dict]:
     """Metrics of one case, one row per evaluated label; raises ValueError naming the case on bad input."""
-    reference = sitk.ReadImage(reference_path)
-    prediction = sitk.ReadImage(prediction_path)
+    reference = read_label_image(case, "reference", reference_path)
+    prediction = read_label_image(case, "prediction", prediction_path)
     mismatch = geometry_mismatch(reference, prediction)
     if mismatch:
         raise ValueError(f"{case}: prediction {mismatch} of the reference")
@@ -177,26 +186,12 @@ def per_case_csv(rows: Sequence[Dict]) -> str:
 
 def write_results(output_folder: str, rows: Sequence[Dict], summary: Mapping, settings: EvaluationSettings,
                   provenance: Mapping) -> Tuple[str, str]:
-    """Write per_case.csv and summary.json; each appears complete or not at all (temp file, then rename)."""
-    os.makedirs(output_folder, exist_ok=True)
-    contents = {
-        "per_case.csv": per_case_csv(rows),
-        "summary.json": json.dumps({"settings": {**asdict(settings), "labels": list(settings.labels)},
-                                    "cases": len({r["case"] for r in rows}), "metrics": summary,
-                                    "provenance": dict(provenance)}, indent=2, allow_nan=False) + "\n",
-    }
-    staged = {}
-    try:
-        for name, text in contents.items():
-            handle, path = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=output_folder)
-            staged[name] = path
-            with os.fdopen(handle, "w") as f:
-                f.write(text)
-        for name, path in staged.items():
-            os.replace(path, os.path.join(output_folder, name))
-    except BaseException:
-        for path in staged.values():
-            if os.path.exists(path):
-                os.remove(path)
-        raise
-    return os.path.join(output_folder, "per_case.csv"), os.path.join(output_folder, "summary.json")
+    """Write per_case.csv and summary.json as a set: both new, or (on any error) both as they were."""
+    paths = (os.path.join(output_folder, "per_case.csv"), os.path.join(output_folder, "summary.json"))
+    write_files_together({
+        paths[0]: per_case_csv(rows),
+        paths[1]: json.dumps({"settings": {**asdict(settings), "labels": list(settings.labels)},
+                              "cases": len({r["case"] for r in rows}), "metrics": summary,
+                              "provenance": dict(provenance)}, indent=2, allow_nan=False) + "\n",
+    })
+    return paths

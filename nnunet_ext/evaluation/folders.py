@@ -6,7 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_ext.data.nifti import geometry_mismatch
-from nnunet_ext.evaluation.evaluate import find_cases
+from nnunet_ext.evaluation.evaluate import find_cases, read_label_image
 from nnunet_ext.evaluation.metrics import dice
 
 
@@ -16,8 +16,8 @@ def dice_per_case(prediction_folder: str, reference_folder: str, file_ending: st
     (The quick score the demo and the experiment harness need; `evaluate.evaluate_folders` has the rest.)"""
     scores = {}
     for case in find_cases(prediction_folder, reference_folder, file_ending):
-        reference = sitk.ReadImage(os.path.join(reference_folder, case + file_ending))
-        prediction = sitk.ReadImage(os.path.join(prediction_folder, case + file_ending))
+        reference = read_label_image(case, "reference", os.path.join(reference_folder, case + file_ending))
+        prediction = read_label_image(case, "prediction", os.path.join(prediction_folder, case + file_ending))
         mismatch = geometry_mismatch(reference, prediction)
         if mismatch:
             raise ValueError(f"{case}: prediction {mismatch} of the reference")

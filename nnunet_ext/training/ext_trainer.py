@@ -8,21 +8,29 @@ stock `nnUNetv2_train`, which has no option for them:
   NNUNET_EXT_FINAL_VALIDATION          (0: skip the validation nnUNetv2_train runs after training; default 1)
 The last one is for harnesses that evaluate on their own test set: on a CPU nnU-Net's final validation
 (mirroring, a pool of export processes) can cost as much as a short training.
-A run continued with `-c` reuses the settings written when it started (`nnunet_ext_settings.json` in the
-fold folder), so changing the environment between runs cannot change a schedule half-way.
+A run continued with `--c` reuses the settings it started with, so changing the environment between runs
+cannot change a schedule half-way. They are stored twice: in `nnunet_ext_settings.json` in the fold folder
+(with the provenance, for people) and in every checkpoint (checkpoint["init_args"]["nnunet_ext_settings"]),
+which travels with the weights. On `--c` the checkpoint's settings win; the run stops with a message when they
+cannot be trusted: the checkpoint carries none and the settings file is gone, or the file disagrees with it.
+NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS=1 continues anyway, with the current environment's settings.
 """
 import json
 import os
 from os.path import isfile, join
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
-from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.provenance import provenance
 
 SETTINGS_FILE = "nnunet_ext_settings.json"
+CHECKPOINT_KEY = "nnunet_ext_settings"
+RESUME_OVERRIDE_ENV = "NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS"
+# the checkpoint nnUNetv2_train --c loads: the first of these that exists (run_training.maybe_load_checkpoint)
+RESUME_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 BUDGET_ENV = {
     "num_iterations_per_epoch": "NNUNET_EXT_ITERATIONS_PER_EPOCH",
     "num_val_iterations_per_epoch": "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH",
@@ -57,6 +65,80 @@ def final_validation_from_env(environ: Optional[Mapping[str, str]] = None) -> bo
     return text in ("1", "true")
 
 
+def read_settings_file(path: str) -> Dict:
+    """The "settings" of an nnunet_ext_settings.json; ValueError naming the file when it cannot be used."""
+    try:
+        with open(path) as f:
+            settings = json.load(f)["settings"]
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not a valid nnunet_ext settings file ({type(error).__name__}: {error}); "
+                         f"restore it, or delete it to continue with the settings stored in the checkpoint") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: \"settings\" is not an object; restore the file or delete it")
+    return settings
+
+
+def settings_differences(a: Mapping, b: Mapping, prefix: str = "") -> List[str]:
+    """'key: A vs B' for every (nested) setting that differs, for a message."""
+    differences = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, Mapping) and isinstance(right, Mapping):
+            differences += settings_differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            differences.append(f"{prefix}{key}: {left!r} vs {right!r}")
+    return differences
+
+
+def resume_override_from_env(environ: Optional[Mapping[str, str]] = None) -> bool:
+    environ = os.environ if environ is None else environ
+    text = environ.get(RESUME_OVERRIDE_ENV, "0").strip().lower()
+    if text not in ("0", "1", "false", "true"):
+        raise ValueError(f"{RESUME_OVERRIDE_ENV} must be 0 or 1, got {text!r}")
+    return text in ("1", "true")
+
+
+def resume_settings(current: Dict, from_file: Optional[Dict], from_checkpoint: Optional[Dict], settings_path: str,
+                    checkpoint_path: Optional[str], override: bool = False) -> Tuple[Dict, Optional[str]]:
+    """(settings a --c run continues with, a line for the log or None).
+
+    current: what the environment asks for now; from_file / from_checkpoint: what the settings file and the
+    checkpoint nnU-Net will load hold (None: absent); checkpoint_path None: there is no checkpoint (nnU-Net
+    then starts afresh). Raises ValueError when the settings the weights were trained with are unknown or
+    contradicted, unless `override` (then the current settings are used)."""
+    if override:
+        return current, (f"nnunet_ext: {RESUME_OVERRIDE_ENV}=1: continuing with the current environment's "
+                         f"settings, whatever the checkpoint or {SETTINGS_FILE} held")
+    if checkpoint_path is None or (from_checkpoint is None and from_file is not None):
+        # nothing to continue from, or a checkpoint written before checkpoints carried settings
+        chosen = from_file if from_file is not None else current
+    elif from_checkpoint is None:
+        raise ValueError(f"cannot continue from {checkpoint_path}: it carries no nnunet_ext settings and "
+                         f"{settings_path} is missing, so the settings it was trained with are unknown (the current "
+                         f"environment asks for {current}). Restore {SETTINGS_FILE}, or set {RESUME_OVERRIDE_ENV}=1 "
+                         f"to continue with the current settings")
+    elif from_file is not None and from_file != from_checkpoint:
+        raise ValueError(f"{settings_path} disagrees with the settings stored in {checkpoint_path} (file vs "
+                         f"checkpoint: {'; '.join(settings_differences(from_file, from_checkpoint))}). Delete the "
+                         f"file to continue with the checkpoint's settings, or set {RESUME_OVERRIDE_ENV}=1 to "
+                         f"continue with the current environment's")
+    else:
+        chosen = from_checkpoint
+    if chosen != current:
+        return chosen, (f"nnunet_ext: continuing with the settings this run started with (from "
+                        f"{'the checkpoint' if chosen is from_checkpoint else SETTINGS_FILE}); the current "
+                        f"environment asked for {current}")
+    return chosen, None
+
+
+def checkpoint_settings(path: str) -> Optional[Dict]:
+    """The nnunet_ext settings a checkpoint carries (None for one written without them)."""
+    # mmap: only the small settings entry is needed, not the weights
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    init_args = checkpoint.get("init_args") if isinstance(checkpoint, dict) else None
+    return init_args.get(CHECKPOINT_KEY) if isinstance(init_args, dict) else None
+
+
 class nnUNetTrainerExt(nnUNetTrainer):
     """nnUNetTrainer plus `training_epochs`, the budget knobs and a settings/provenance file."""
 
@@ -66,6 +148,7 @@ class nnUNetTrainerExt(nnUNetTrainer):
                  device: torch.device = torch.device('cuda')):
         budget = budget_from_env()  # validate before nnU-Net creates any folder
         self.run_final_validation = final_validation_from_env()
+        self.resume_override = resume_override_from_env()
         continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.training_epochs
@@ -73,13 +156,19 @@ class nnUNetTrainerExt(nnUNetTrainer):
             setattr(self, attribute, value)
         # JSON round trip, so that it compares equal to what a -c run reads back from disk
         self.ext_settings = json.loads(json.dumps(self.collect_settings()))
-        stored = self._stored_settings() if continue_training else None
-        if stored is not None and stored != self.ext_settings:
-            self.print_to_log_file("nnunet_ext: continuing with the settings this run started with "
-                                   f"({SETTINGS_FILE}); the current environment asked for {self.ext_settings}")
-        if stored is not None:
-            self.ext_settings = stored
-            self.restore_settings(stored)
+        if continue_training:
+            settings_path = join(self.output_folder, SETTINGS_FILE)
+            checkpoint = next((join(self.output_folder, name) for name in RESUME_CHECKPOINTS
+                               if isfile(join(self.output_folder, name))), None)
+            chosen, note = resume_settings(
+                self.ext_settings, read_settings_file(settings_path) if isfile(settings_path) else None,
+                checkpoint_settings(checkpoint) if checkpoint else None, settings_path, checkpoint,
+                self.resume_override)
+            if note:
+                self.print_to_log_file(note)
+            if chosen != self.ext_settings:
+                self.ext_settings = chosen
+                self.restore_settings(chosen)
         self.print_to_log_file(f"nnunet_ext settings: {self.ext_settings}")
 
     # Subclasses extend these two to carry their own settings through -c.
@@ -93,9 +182,27 @@ class nnUNetTrainerExt(nnUNetTrainer):
         for attribute in ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every"):
             setattr(self, attribute, settings[attribute])
 
-    def _stored_settings(self) -> Optional[Dict]:
-        path = join(self.output_folder, SETTINGS_FILE)
-        return load_json(path)["settings"] if isfile(path) else None
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net builds the checkpoint inside save_checkpoint with no hook to add an entry; it stores
+        # my_init_kwargs as checkpoint["init_args"] and reads back only its "configuration", so the settings ride
+        # there (no second load and save of every checkpoint)
+        self.my_init_kwargs[CHECKPOINT_KEY] = self.ext_settings
+        super().save_checkpoint(filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        # --c has settled the settings in __init__; this catches the other loads (--val, --val_best, a checkpoint
+        # given by path) whose checkpoint carries other settings than this trainer's
+        if isinstance(filename_or_checkpoint, str):
+            stored = checkpoint_settings(filename_or_checkpoint)
+            if stored is not None and stored != self.ext_settings and not self.resume_override:
+                if self.was_initialized:
+                    raise ValueError(f"{filename_or_checkpoint} was trained with other settings than this trainer "
+                                     f"uses ({'; '.join(settings_differences(stored, self.ext_settings))}); set "
+                                     f"{RESUME_OVERRIDE_ENV}=1 to load it anyway")
+                self.print_to_log_file(f"nnunet_ext: using the settings stored in {filename_or_checkpoint}")
+                self.ext_settings = stored
+                self.restore_settings(stored)
+        super().load_checkpoint(filename_or_checkpoint)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         if not self.run_final_validation:
@@ -106,6 +213,9 @@ class nnUNetTrainerExt(nnUNetTrainer):
     def on_train_start(self):
         super().on_train_start()
         if self.local_rank == 0:
-            seed = self.ext_settings.get("modality_dropout", {}).get("seed")
-            save_json({"settings": self.ext_settings, "provenance": provenance(seed=seed)},
-                      join(self.output_folder, SETTINGS_FILE), sort_keys=False)
+            self.write_settings_file()
+
+    def write_settings_file(self) -> None:
+        seed = self.ext_settings.get("modality_dropout", {}).get("seed")
+        save_json({"settings": self.ext_settings, "provenance": provenance(seed=seed)},
+                  join(self.output_folder, SETTINGS_FILE), sort_keys=False)
