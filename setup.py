@@ -2,7 +2,9 @@
 
 `trainers/` and `plans/` keep their place in the repository layout and are installed as the packages
 `nnunet_ext_trainers` and `nnunet_ext_plans`, so that an installed copy (editable or not) can point
-nnU-Net's `nnUNet_extTrainer` at the trainer folder.
+nnU-Net's `nnUNet_extTrainer` at the trainer folder. Both only wrap the library: the plan templates and the
+plan derivation live in `nnunet_ext.planning` (templates in nnunet_ext/planning/templates; `plans/templates`
+is a link to it for old paths).
 """
 from setuptools import find_packages, setup
 
@@ -13,11 +15,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["nnunet_ext", "nnunet_ext.*"]) + ["nnunet_ext_trainers", "nnunet_ext_plans"],
     package_dir={"nnunet_ext_trainers": "trainers", "nnunet_ext_plans": "plans"},
-    package_data={"nnunet_ext_plans": ["templates/*.json"]},
+    package_data={"nnunet_ext.planning": ["templates/*.json"]},
     install_requires=[
         "nnunetv2>=2.8,<2.9",  # nnUNet_extTrainer discovery appeared in 2.8.0
         "torch>=2.1.2,!=2.9.*,<=2.14.1",
         "SimpleITK>=2.2,<3",
+        "nibabel>=4,<6",  # raw NIfTI voxels (NaN/Inf checks SimpleITK cannot see)
         "batchgenerators>=0.25,<0.26",
         "batchgeneratorsv2>=0.3,<0.4",
         "acvl_utils>=0.2,<0.3",

@@ -57,6 +57,24 @@ def _predictor(plans: dict, dataset_json: dict, seed: int):
     return predictor, network
 
 
+def _training_step_seconds(run: dict, seed: int) -> float:
+    """Seconds of one training step of run's network on a random batch of its training shape."""
+    network = run["predictor"].network
+    batch = torch.randn(run["training_batch"][0], 3, *run["training_batch"][1:],
+                        generator=torch.Generator().manual_seed(seed))
+    target = (batch[:, :1] > 2).long()[:, 0]
+    optimizer = torch.optim.SGD(network.parameters(), lr=1e-6, momentum=0.99, nesterov=True)
+    network.train()
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    output = network(batch)
+    torch.nn.functional.cross_entropy(output[0] if isinstance(output, (list, tuple)) else output, target).backward()
+    optimizer.step()
+    seconds = time.perf_counter() - start
+    network.eval()
+    return seconds
+
+
 def _tiles(shape, patch) -> int:
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
     padded = [max(s, p) for s, p in zip(shape, patch)]
@@ -94,8 +112,11 @@ def main() -> None:
         plans = json.load(open(os.path.join(folder, f"{plans_name}.json")))
         predictor, network = _predictor(plans, dataset_json, args.seed)
         configuration = plans["configurations"]["3d_fullres"]
+        crops = configuration.get("crops_per_image", 1)
+        training_patch = configuration.get("training_patch_size", configuration["patch_size"])
         runs[name] = {"predictor": predictor, "parameters": count_parameters(network),
                       "patch_size": configuration["patch_size"],
+                      "training_batch": [configuration["batch_size"] * crops, *training_patch],
                       "network_class": configuration["architecture"]["network_class_name"], "seconds": []}
     # both plans share the preprocessing (same data_identifier): one preprocessed shape for the tile counts
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
@@ -119,6 +140,12 @@ def main() -> None:
                 network(tile)
                 runs[name].setdefault("tile_seconds", []).append(time.perf_counter() - start)
 
+    # one training step (forward, Dice-free cross-entropy, backward, SGD) on each model's own training batch: the
+    # clot trainers' crops (batch x crops per image of the training patch) vs nnU-Net's batch of its patch
+    for repeat in range(args.repeats):
+        for name in (list(runs) if repeat % 2 == 0 else list(reversed(runs))):
+            runs[name].setdefault("step_seconds", []).append(_training_step_seconds(runs[name], args.seed))
+
     results = {}
     for name, run in runs.items():
         tile_seconds = statistics.median(run["tile_seconds"])
@@ -127,6 +154,10 @@ def main() -> None:
                          "sliding_window_tiles": _tiles(preprocessed.shape[1:], run["patch_size"]),
                          "forward_seconds_per_tile_median": round(tile_seconds, 3),
                          "forward_microseconds_per_voxel": round(1e6 * tile_seconds / np.prod(run["patch_size"]), 2),
+                         "training_batch": run["training_batch"],
+                         "training_step_seconds_median": round(statistics.median(run["step_seconds"]), 3),
+                         "training_microseconds_per_voxel": round(1e6 * statistics.median(run["step_seconds"]) /
+                                                                  np.prod(run["training_batch"]), 2),
                          "seconds_per_case_median": round(statistics.median(run["seconds"]), 3),
                          "seconds_per_case": [round(s, 3) for s in run["seconds"]]}
     ours, stock = results["UpAttLLSTM"], results["nnU-Net 3d_fullres"]
@@ -135,6 +166,9 @@ def main() -> None:
         "time_ratio": round(ours["seconds_per_case_median"] / stock["seconds_per_case_median"], 3),
         "forward_cost_per_voxel_ratio": round(ours["forward_microseconds_per_voxel"] /
                                               stock["forward_microseconds_per_voxel"], 3),
+        "training_step_ratio": round(ours["training_step_seconds_median"] / stock["training_step_seconds_median"], 3),
+        "training_cost_per_voxel_ratio": round(ours["training_microseconds_per_voxel"] /
+                                               stock["training_microseconds_per_voxel"], 3),
         "target_time_ratio": 0.5,
     }
     report = {
@@ -158,17 +192,20 @@ def main() -> None:
         f"preprocessed {report['preprocessed_shape']}; nnUNetPredictor.predict_single_npy_array (preprocessing, "
         "sliding window with step 0.5 and Gaussian weighting, no mirroring, resampling back), random weights.",
         "",
-        "| model | parameters | patch | tiles | forward µs per voxel | s per case (median) | all repeats |",
-        "|---|---|---|---|---|---|---|",
+        "| model | parameters | prediction window | tiles | forward µs per voxel | s per case (median) | all repeats "
+        "| training batch | s per training step | training µs per voxel |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         lines.append(f"| {name} | {result['parameters']:,} | {result['patch_size']} | "
                      f"{result['sliding_window_tiles']} | {result['forward_microseconds_per_voxel']:.2f} | "
                      f"{result['seconds_per_case_median']:.2f} | "
-                     f"{', '.join(f'{s:.2f}' for s in result['seconds_per_case'])} |")
+                     f"{', '.join(f'{s:.2f}' for s in result['seconds_per_case'])} | {result['training_batch']} | "
+                     f"{result['training_step_seconds_median']:.2f} | {result['training_microseconds_per_voxel']:.2f} |")
     lines += ["", f"UpAttLLSTM / nnU-Net: parameters {summary['parameter_ratio']:.4f}, time per case "
                   f"{summary['time_ratio']:.3f} (target <= {summary['target_time_ratio']}), network cost per voxel "
-                  f"{summary['forward_cost_per_voxel_ratio']:.3f}."]
+                  f"{summary['forward_cost_per_voxel_ratio']:.3f}, training step {summary['training_step_ratio']:.3f} "
+                  f"(per voxel {summary['training_cost_per_voxel_ratio']:.3f})."]
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,5 +1,6 @@
-"""The thrombus tables (5-7) harness: layouts, the paper's numbers, metrics, report files, and the ci profile end to
-end through the stock nnU-Net commands (a Table 7 and a Table 6 subset that share a training)."""
+"""The thrombus tables (5-7) harness: layouts, the paper's numbers, metrics, runs and their aggregation, report files,
+and the ci profile end to end through the stock nnU-Net commands (a Table 7 and a Table 6 subset that share a
+training, two runs each)."""
 import csv
 import importlib
 import json
@@ -11,14 +12,16 @@ from nnunet_ext.cli import reproduce_clot
 from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
 from nnunet_ext.evaluation.evaluate import summarize
 from nnunet_ext.evaluation.lesion_metrics import SCALAR_METRICS
-from nnunet_ext.experiments.clot_harness import ClotHarness, derive_lesion_dataset, validation_split
+from nnunet_ext.experiments.clot_harness import ClotHarness, derive_lesion_dataset, run_fold, validation_split
 from nnunet_ext.experiments.clot_tables import (CLOT_PROFILES, GRADUAL, NNUNET, PAPER_TABLE5, PAPER_TABLE6,
-                                                PAPER_TABLE7, ClotProfile, Network, PaperRow, check_models,
-                                                paper_text, row_networks, table_metrics, table_rows,
-                                                write_clot_report)
+                                                PAPER_TABLE7, ClotProfile, Network, PaperRow, aggregate_runs,
+                                                check_models, judge, missing_text, paper_text,
+                                                read_reference_results, row_networks, table_comparisons,
+                                                table_metrics, table_rows, write_clot_report)
 from nnunet_ext.provenance import provenance
 
-QUICK, CI = CLOT_PROFILES["quick"], CLOT_PROFILES["ci"]
+QUICK, HARD, CI = CLOT_PROFILES["quick"], CLOT_PROFILES["quick_hard"], CLOT_PROFILES["ci"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------------------------------------- layouts
@@ -63,7 +66,7 @@ def test_oracle_lesion_rows_have_their_own_key_and_label():
     model, oracle = (table_rows(6, QUICK, ["AttLLSTM"], lesion) for lesion in ("model", "reference"))
     assert model[2].key == "AttLLSTM_s8__AB_present__Lesion+Thr"
     assert oracle[2].key == "AttLLSTM_s8__AB_present__Lesion+Thr_oracle"
-    assert oracle[2].postprocessing == "Lesion+Thr (reference lesion, oracle)"
+    assert oracle[2].postprocessing == "Min+Lesion+Thr (reference lesion, oracle)"
 
 
 def test_networks_needed_in_training_order():
@@ -107,6 +110,8 @@ def test_bad_table_or_model_is_named(table, models, message):
 
 @pytest.mark.parametrize("changes,message", [
     ({"lesion_source": "atlas"}, "lesion_source must be 'model' or 'reference'"),
+    ({"preset": "medium"}, "unknown clot cohort preset 'medium'; presets: easy, hard"),
+    ({"runs": 0}, "runs must be a whole number >= 1, got 0"),
     ({"gradual_init": "warm"}, "gradual_init must be 'pretrained' or 'scratch'"),
     ({"slices": ((6, 10), (8, 14))}, "exactly one slice count must stand for the paper's 12"),
 ])
@@ -121,10 +126,32 @@ def test_profile_derived_values():
     assert ClotProfile(**{**QUICK.__dict__, "epochs": 1000}).trainer_suffix() == ""
 
 
-def test_validation_split_keeps_one_case_out():
+def test_quick_hard_is_the_quick_budget_on_the_hard_preset():
+    assert {k: v for k, v in HARD.__dict__.items() if k not in ("name", "preset")} == \
+        {k: v for k, v in QUICK.__dict__.items() if k not in ("name", "preset")}
+    assert (HARD.preset, QUICK.preset, CI.preset) == ("hard", "easy", "easy")
+    assert (HARD.runs, QUICK.runs, CI.runs) == (3, 3, 2)
+
+
+@pytest.mark.parametrize("profile,pixel_area,n_min", [
+    # 20 px x 0.45^2 mm^2 = 4.05 mm^2 over the mean pixel area of centers A and B
+    (HARD, (0.8 ** 2 + 0.9 ** 2) / 2, 6),   # 4.05 / 0.725 = 5.59
+    (QUICK, (0.9 ** 2 + 1.0 ** 2) / 2, 4),  # 4.05 / 0.905 = 4.48
+    (CI, (0.9 ** 2 + 1.0 ** 2) / 2, 4),
+])
+def test_min_size_is_the_papers_area_at_the_cohorts_pixel(profile, pixel_area, n_min):
+    assert profile.training_pixel_area_mm2 == pytest.approx(pixel_area)
+    assert profile.min_size_voxels == n_min
+
+
+def test_validation_split_keeps_one_case_out_in_every_runs_fold():
     assert validation_split(["b", "c", "a"]) == [{"train": ["b", "c"], "val": ["a"]}]
+    assert validation_split(["b", "c", "a"], 3) == [{"train": ["b", "c"], "val": ["a"]}] * 3
     with pytest.raises(ValueError, match="at least 2 training cases"):
         validation_split(["a"])
+    assert [run_fold(r) for r in (1, 2, 3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="runs are numbered from 1, got 0"):
+        run_fold(0)
 
 
 # ---------------------------------------------------------------------------------------------- metrics and report
@@ -159,21 +186,95 @@ def test_paper_text():
     assert notes == ["lost", "other"]
 
 
-def test_report_files_with_a_row_not_run(tmp_path):
+def _run(dice_p, dice_d, fp_sizes_p, detection_d=1.0):
+    """Metrics of one run: one proximal and one distal case."""
+    cases = [_case("p1", "proximal", dice_p, fp_sizes_p, [], 1.0), _case("d1", "distal", dice_d, [], [], detection_d)]
+    return {"metrics": table_metrics(summarize(cases)["1"]), "trainer": "T", "plans": "P",
+            "commands": ["nnUNetv2_train ..."]}
+
+
+def test_runs_are_aggregated_to_mean_and_std():
+    first, second = _run(0.5, 0.25, [0.001]), _run(0.7, 0.75, [], detection_d=0.0)
+    aggregate = aggregate_runs([first["metrics"], second["metrics"]])
+    assert aggregate["proximal"]["dice"] == pytest.approx({"mean": 0.6, "std_runs": 0.1, "runs": 2,
+                                                           "values": [0.5, 0.7]})
+    assert aggregate["distal"]["dice"]["mean"] == pytest.approx(0.5)
+    assert aggregate["distal"]["dice"]["std_runs"] == pytest.approx(0.25)
+    assert aggregate["all"]["detection"]["mean"] == pytest.approx(0.75)  # runs: 1.0 and 0.5
+    assert aggregate["proximal"]["fp_count"] == pytest.approx({"mean": 0.5, "std_runs": 0.5, "runs": 2,
+                                                               "values": [1.0, 0.0]})
+    # a size exists only in the run that has an FP: the mean is over that run, the missing value kept as None
+    assert aggregate["proximal"]["fp_size_mm3"] == pytest.approx({"mean": 1.0, "std_runs": 0.0, "runs": 1,
+                                                                  "values": [1.0, None]})
+    assert aggregate["all"]["cases"] == 2 and aggregate["distal"]["cases"] == 1
+    partial = aggregate_runs([first["metrics"], None])
+    assert partial["proximal"]["dice"] == pytest.approx({"mean": 0.5, "std_runs": 0.0, "runs": 1,
+                                                         "values": [0.5, None]})
+    assert missing_text([first, None]) == "run 2 of 2 missing"
+    assert missing_text([None, first, None]) == "runs 1, 3 of 3 missing" and missing_text([first]) == ""
+
+
+@pytest.mark.parametrize("method,reference,higher,expected", [
+    ({"mean": 0.8, "std_runs": 0.05, "runs": 3}, {"mean": 0.6, "std_runs": 0.1, "runs": 3}, True, "better"),
+    ({"mean": 0.75, "std_runs": 0.1, "runs": 3}, {"mean": 0.6, "std_runs": 0.1, "runs": 3}, True,
+     "no clear difference"),  # 0.15 is not beyond 0.1 + 0.1
+    ({"mean": 0.8, "std_runs": 0.05, "runs": 3}, {"mean": 0.6, "std_runs": 0.1, "runs": 3}, False, "worse"),  # FP
+    ({"mean": 0.8, "std_runs": 0.0, "runs": 1}, {"mean": 0.6, "std_runs": 0.0, "runs": 3}, True, "not judged"),
+    ({"mean": None, "std_runs": None, "runs": 0}, {"mean": 0.6, "std_runs": 0.1, "runs": 3}, True, "not judged"),
+])
+def test_verdicts_only_beyond_the_run_spread(method, reference, higher, expected):
+    assert judge(method, reference, higher).startswith(expected)
+
+
+def test_rows_are_compared_with_their_reference_row():
+    assert table_comparisons(5, table_rows(5, QUICK)) == [(0, 1), (2, 1)]  # 6 and 10 slices against 8 (paper 12)
+    six = table_comparisons(6, table_rows(6, QUICK))
+    assert six[:5] == [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0)]  # every recurrent model against nnU-Net
+    assert (6, 0) in six and (9, 0) in six and (12, 5) in six  # +Lesion, +Lesion+Thr, +Big against the raw row
+    seven = table_comparisons(7, table_rows(7, QUICK))
+    assert (1, 0) in seven and (6, 0) in seven and (7, 1) in seven and (7, 6) in seven
+
+
+def test_report_files_with_runs_missing(tmp_path):
     rows = table_rows(5, CI)
-    rows_metrics = [_case("p1", "proximal", 0.5, [0.001], [], 1.0), _case("d1", "distal", 0.25, [], [], 1.0)]
-    results = {rows[0].key: {"metrics": table_metrics(summarize(rows_metrics)["1"]), "trainer": "T", "plans": "P",
-                             "commands": ["nnUNetv2_train ..."]}}
+    results = {rows[0].key: [_run(0.5, 0.25, [0.001]), _run(0.7, 0.75, [])], rows[1].key: [None, _run(0.4, 0.2, [])]}
     paths = write_clot_report(5, CI, rows, results, str(tmp_path / "t5"), "cmd", provenance(seed=0), ["extra note"])
     text = open(paths["md"]).read()
-    assert "| 1 | AttLLSTM, 6 slices (paper: 10) | A+B | present | - | 1.00 | 0.00 | 1.0 | - |" in text
-    assert "| 2 | AttLLSTM, 8 slices (paper: 12) | A+B | present | - | not run |" in text and "- extra note" in text
+    assert ("| 1 | AttLLSTM, 6 slices (paper: 10) | A+B | present | - | 2/2 | 0.50 ± 0.50 | 0.00 ± 0.00 | 1.0 | - "
+            "| 0.00 ± 0.00 | 0.00 ± 0.00 | - | - | 0.60 ± 0.10 | 0.50 ± 0.25 | 1.00 ± 0.00 | 1.00 ± 0.00 | "
+            "0.55 ± 0.17 | 1.00 ± 0.00 | 0.38, 0.72 | 1/1 |") in text
+    assert "| 2 | AttLLSTM, 8 slices (paper: 12) | A+B | present | - | 1/2 (run 1 of 2 missing) | 0.00 | 0.00 |" in text
+    assert "- row 2 (AttLLSTM, 8 slices (paper: 12), -): run 1 of 2 missing" in text and "- extra note" in text
+    assert "- row 1 vs row 2 (AttLLSTM, 6 slices (paper: 10), - vs AttLLSTM, 8 slices (paper: 12), -): Dice all " \
+           "0.55 ± 0.17 vs 0.30: not judged (fewer than 2 runs" in text
     table = list(csv.DictReader(open(paths["csv"])))
     assert [r["key"] for r in table] == [r.key for r in rows]
-    assert float(table[0]["dice_distal"]) == 0.25 and table[1]["dice_distal"] == ""
+    assert float(table[0]["dice_distal"]) == 0.5 and float(table[0]["dice_distal_std"]) == 0.25
+    assert table[0]["dice_proximal_runs"] == "0.5;0.7" and table[1]["missing"] == "run 1 of 2 missing"
     assert float(table[1]["paper_dice_P"]) == 0.55
     saved = json.load(open(paths["json"]))
-    assert saved["profile"]["name"] == "ci" and saved["rows"][1]["metrics"] is None and saved["command"] == "cmd"
+    assert saved["profile"]["name"] == "ci" and saved["command"] == "cmd"
+    assert saved["rows"][1]["run_metrics"][0] is None and saved["rows"][1]["metrics"]["all"]["dice"]["runs"] == 1
+    nothing = write_clot_report(5, CI, rows, {rows[0].key: [None, None]}, str(tmp_path / "none"), "cmd",
+                                provenance(seed=0))
+    assert "| 1 | AttLLSTM, 6 slices (paper: 10) | A+B | present | - | 0/2 (runs 1, 2 of 2 missing) | not run |" \
+        in open(nothing["md"]).read()
+
+
+def test_the_committed_easy_results_sit_beside_every_row_of_the_hard_tables(tmp_path):
+    for table in (5, 6, 7):
+        easy = read_reference_results(os.path.join(REPO, "benchmarks", "results", f"clot_quick_table{table}.json"))
+        assert {r.key for r in table_rows(table, HARD)} <= set(easy)
+    assert read_reference_results(str(tmp_path / "absent.json")) == {}
+    rows = table_rows(6, HARD, ["UpAttLLSTM"])
+    easy = {rows[1].key: _run(0.9, 0.8, [])["metrics"]}
+    paths = write_clot_report(6, HARD, rows, {rows[1].key: [_run(0.5, 0.3, []), None, None]}, str(tmp_path / "t6"),
+                              "cmd", provenance(seed=3), reference=easy, reference_label="one run on easy")
+    text = open(paths["md"]).read()
+    assert "## Beside: one run on easy" in text
+    assert "| 2 | UpAttLLSTM | A+B | present | Big | 0.90 | 0.80 | 0.85 | 1.00 | 0.00 | 0.40 |" in text
+    assert "| 1 | UpAttLLSTM | A+B | present | - | - | - | - | - | - | - |" in text
+    assert "n_min = round(4.05 / 0.725) = 6 voxels" in text and "preset `hard`" in text
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -195,15 +296,20 @@ def test_lesion_dataset_holds_out_center_c_and_keeps_dwi(tmp_path):
 
 
 def test_commands_a_harness_would_run_without_running_them(tmp_path):
-    harness = ClotHarness(str(tmp_path), QUICK, log=lambda m: None)
-    fine_tune = harness.train_command(Network(GRADUAL, 8))
-    assert fine_tune[:7] == ["nnUNetv2_train", "531", "3d_fullres", "0", "-p", "nnUNetPlans_UpAttLLSTM_s8", "-tr"]
+    harness = ClotHarness(str(tmp_path), HARD, log=lambda m: None)
+    fine_tune = harness.train_command(Network(GRADUAL, 8), run=3)
+    assert fine_tune[:7] == ["nnUNetv2_train", "531", "3d_fullres", "2", "-p", "nnUNetPlans_UpAttLLSTM_s8", "-tr"]
     assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_100epochs__nnUNetPlans_UpAttLLSTM_s8"
-                                  "__3d_fullres/fold_0/checkpoint_final.pth")
-    predict = harness.predict_command(Network("UpAttLLSTM", 8), "AB", "missing")
-    assert predict[-3:] == ["--save_probabilities", "--missing", "PHASE"]
-    assert harness.step_texts(("Lesion", "Thr", "Big")) == ["lesion_distance:3.75", "threshold:0.3", "largest"]
-    with pytest.raises(ValueError, match="holds the clot runs of profile 'quick'"):
+                                  "__3d_fullres/fold_2/checkpoint_final.pth")  # run 3 fine-tunes run 3's model
+    assert harness.seed(1) == 3 and harness.seed(3) == 5
+    predict = harness.predict_command(Network("UpAttLLSTM", 8), "AB", "missing", run=2)
+    assert predict[predict.index("-f") + 1] == "1" and predict[-3:] == ["--save_probabilities", "--missing", "PHASE"]
+    assert predict[predict.index("-o") + 1].endswith(os.path.join("predictions", "UpAttLLSTM_s8", "run2",
+                                                                  "AB_missing"))
+    assert harness.step_texts(("Lesion", "Thr", "Big")) == ["min_size:6", "lesion_distance:3.75", "threshold:0.3",
+                                                            "largest"]
+    assert harness.step_texts(()) == []  # raw rows stay raw
+    with pytest.raises(ValueError, match="holds the clot runs of profile 'quick_hard'"):
         ClotHarness(str(tmp_path), CI)  # one workdir, one profile
     assert not os.path.exists(os.path.join(tmp_path, "commands.log"))
 
@@ -219,17 +325,19 @@ def test_cli_rejects_unknown_table_and_model(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------- end to end (ci)
 
-TABLE7 = ["--table", "7", "--profile", "ci", "--models", "UpAttLLSTM"]
-TABLE6 = ["--table", "6", "--profile", "ci", "--models", "AttLLSTM", "UpAttLLSTM", "--lesion", "reference"]
+MODELS = ["--profile", "ci", "--models", "AttLLSTM", "UpAttLLSTM", "--lesion", "reference"]
+FIRST_RUN = ["--table", "6", "7", *MODELS, "--runs", "1"]
+TABLE6 = ["--table", "6", *MODELS]
 
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory):
-    """Table 7 (UpAttLLSTM rows), then a Table 6 subset that reuses its training and predictions and adds AttLLSTM
-    with the Lesion and Lesion+Thr chains (reference lesion, to keep the test short)."""
+    """Run 1 of Table 6 (AttLLSTM with the Lesion and Lesion+Thr chains against the reference lesion, to keep the
+    test short; UpAttLLSTM raw and +Big) and of Table 7 (UpAttLLSTM rows, sharing Table 6's training), then both
+    runs of Table 6: Table 6 is aggregated over two runs, Table 7 names its missing second run."""
     workdir = str(tmp_path_factory.mktemp("clot_ci"))
-    for arguments, name in ((TABLE7, "t7"), (TABLE6, "t6")):
-        reproduce_clot.main([*arguments, "--workdir", workdir, "--out", os.path.join(workdir, name)])
+    reproduce_clot.main([*FIRST_RUN, "--workdir", workdir, "--out", os.path.join(workdir, "first")])
+    reproduce_clot.main([*TABLE6, "--workdir", workdir, "--out", os.path.join(workdir, "t6")])
     log = open(os.path.join(workdir, "commands.log")).read()
     return {"workdir": workdir, "log": log}
 
@@ -239,49 +347,92 @@ def _report(workdir, name):
     return (open(prefix + ".md").read(), list(csv.DictReader(open(prefix + ".csv"))), json.load(open(prefix + ".json")))
 
 
-def test_ci_tables_have_their_rows_and_sane_metrics(ci_run):
-    md7, csv7, json7 = _report(ci_run["workdir"], "t7")
+def test_ci_tables_have_their_rows_and_sane_metrics_over_two_runs(ci_run):
+    md7, csv7, json7 = _report(ci_run["workdir"], "first_table7")
     md6, csv6, json6 = _report(ci_run["workdir"], "t6")
     assert [(r["test_set"], r["phase"], r["postprocessing"]) for r in csv7] == [
-        ("AB", "present", "-"), ("AB", "present", "Big"), ("AB", "missing", "-"), ("AB", "missing", "Big"),
-        ("C", "present", "-"), ("C", "present", "Big")]
+        ("AB", "present", "-"), ("AB", "present", "Min+Big"), ("AB", "missing", "-"), ("AB", "missing", "Min+Big"),
+        ("C", "present", "-"), ("C", "present", "Min+Big")]
     assert [(r["architecture"], r["postprocessing"]) for r in csv6] == [
-        ("AttLLSTM", "-"), ("UpAttLLSTM", "-"), ("AttLLSTM", "Lesion (reference lesion, oracle)"),
-        ("AttLLSTM", "Lesion+Thr (reference lesion, oracle)"), ("UpAttLLSTM", "Big")]
-    assert md7.count("\n| ") == 7 and md6.count("\n| ") == 6 and "not run" not in md6 + md7
-    for saved in (json7, json6):
+        ("AttLLSTM", "-"), ("UpAttLLSTM", "-"), ("AttLLSTM", "Min+Lesion (reference lesion, oracle)"),
+        ("AttLLSTM", "Min+Lesion+Thr (reference lesion, oracle)"), ("UpAttLLSTM", "Min+Big")]
+    assert "not run" not in md6 + md7 and "of 2 missing" not in md6 and "Verdicts" in md6
+    assert [r["missing"] for r in csv7] == ["run 2 of 2 missing"] * 6  # --runs 1
+    assert "## Beside" not in md6  # the ci profile is on the easy preset: nothing beside by default
+    for saved, runs in ((json7, 1), (json6, 2)):
         assert saved["profile"]["name"] == "ci" and saved["provenance"]["versions"]["nnunetv2"]
         assert saved["command"].startswith("nnunet_ext_reproduce_clot --table")
         for row in saved["rows"]:
+            assert row["runs_finished"] == runs and row["runs"] == 2 and len(row["run_metrics"]) == 2
             assert row["metrics"]["all"]["cases"] == (4 if row["test_set"] == "AB" else 2)
             for group, values in row["metrics"].items():
-                assert values["cases"] == 0 or 0 <= values["dice"] <= 1
-                assert values["detection"] is None or 0 <= values["detection"] <= 1
-                assert values["cases"] == 0 or (values["fp_count"] >= 0 and values["fn_count"] >= 0)
+                dice = values["dice"]
+                assert values["cases"] == 0 or (dice["runs"] == runs and 0 <= dice["mean"] <= 1)
+                if values["cases"] and runs == 2:  # the aggregate is the mean and std of the runs' own values
+                    values_of_runs = [m[group]["dice"] for m in row["run_metrics"]]
+                    assert dice["values"] == values_of_runs
+                    assert dice["mean"] == pytest.approx(sum(values_of_runs) / 2)
+                    assert dice["std_runs"] == pytest.approx(abs(values_of_runs[0] - values_of_runs[1]) / 2)
             assert row["result"]["commands"][0].startswith("nnUNetv2_train 531 3d_fullres 0")
 
 
-def test_ci_run_used_the_stock_commands_and_shared_the_training(ci_run):
+def test_ci_run_used_the_stock_commands_one_fold_and_seed_per_run(ci_run):
     log, workdir = ci_run["log"], ci_run["workdir"]
     assert log.count("nnUNetv2_plan_and_preprocess -d 531") == 1
-    assert log.count("nnUNetv2_train 531 3d_fullres 0 -p nnUNetPlans_UpAttLLSTM_s8") == 1  # Tables 6 and 7
-    assert log.count("nnUNetv2_train 531 3d_fullres 0 -p nnUNetPlans_AttLLSTM_s8") == 1
-    assert log.count("-o " + os.path.join(workdir, "clot", "predictions", "UpAttLLSTM_s8")) == 3
+    for fold, seed, predictions in ((0, 0, 3), (1, 1, 1)):  # each run's UpAttLLSTM serves Tables 6 and 7
+        assert log.count(f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_UpAttLLSTM_s8") == 1
+        assert log.count(f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_AttLLSTM_s8") == 1
+        assert (f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_AttLLSTM_s8 -tr nnUNetTrainerUpAttLLSTM_1epochs "
+                f"-device cpu [env {{'NNUNET_EXT_SEED': '{seed}'") in log
+        assert log.count("-o " + os.path.join(workdir, "clot", "predictions", "UpAttLLSTM_s8",
+                                              f"run{fold + 1}")) == predictions
+    assert len(json.load(open(os.path.join(workdir, "nnUNet_preprocessed", "Dataset531_ClotTrainAB",
+                                           "splits_final.json")))) == 2
     assert "--missing PHASE" in log and "--save_probabilities" in log
-    result = json.load(open(os.path.join(workdir, "clot", "results",
-                                         "AttLLSTM_s8__AB_present__Lesion+Thr_oracle.json")))
-    assert result["steps"] == ["lesion_distance:2.5", "threshold:0.3"]
-    processed = json.load(open(os.path.join(result["folders"]["evaluated"], "postprocessing.json")))
-    assert processed["steps"] == [["lesion_distance", 2.5], ["threshold", 0.3]]
-    assert processed["lesions"].endswith(os.path.join("references", "lesion_AB"))
-    assert result["provenance"]["seed"] == 0 and result["profile"]["epochs"] == 1
+    for run in (1, 2):
+        result = json.load(open(os.path.join(workdir, "clot", "results", f"run{run}",
+                                             "AttLLSTM_s8__AB_present__Lesion+Thr_oracle.json")))
+        assert result["steps"] == ["min_size:4", "lesion_distance:2.5", "threshold:0.3"]
+        processed = json.load(open(os.path.join(result["folders"]["evaluated"], "postprocessing.json")))
+        assert processed["steps"] == [["min_size", 4.0], ["lesion_distance", 2.5], ["threshold", 0.3]]
+        assert processed["lesions"].endswith(os.path.join("references", "lesion_AB"))
+        assert result["provenance"]["seed"] == run - 1 and result["fold"] == run - 1
+        assert result["profile"]["epochs"] == 1
 
 
-def test_ci_rerun_runs_nothing_and_report_only_writes_the_same_table(ci_run):
+def test_ci_rerun_runs_nothing_and_report_only_names_missing_runs(ci_run, capsys):
     workdir = ci_run["workdir"]
-    for arguments, name in ((TABLE7, "t7"), (TABLE6, "t6")):
-        reproduce_clot.main([*arguments, "--workdir", workdir, "--out", os.path.join(workdir, name + "_again")])
-    reproduce_clot.main([*TABLE6, "--workdir", workdir, "--out", os.path.join(workdir, "t6_report"), "--report-only"])
+    reproduce_clot.main([*FIRST_RUN, "--workdir", workdir, "--out", os.path.join(workdir, "again")])
+    reproduce_clot.main([*TABLE6, "--workdir", workdir, "--out", os.path.join(workdir, "again")])
+    assert open(os.path.join(workdir, "commands.log")).read() == ci_run["log"]  # every (row, run) was finished
+    assert _report(workdir, "t6")[1] == _report(workdir, "again")[1]
+    # a run that has not finished: report-only names it and keeps the other run's numbers
+    finished = os.path.join(workdir, "clot", "results", "run2", "UpAttLLSTM_s8__AB_present__Big.json")
+    kept = json.load(open(finished))
+    os.remove(finished)
+    capsys.readouterr()
+    reproduce_clot.main(["--table", "6", "7", *MODELS, "--workdir", workdir, "--out",
+                         os.path.join(workdir, "report"), "--report-only"])
+    out = capsys.readouterr().out
+    assert "- row 5 (UpAttLLSTM, Min+Big): run 2 of 2 missing" in out
+    assert "- row 3 (UpAttLLSTM, -): run 2 of 2 missing" in out  # Table 7 without PHASE: only run 1 was computed
+    assert "- row 1 (UpAttLLSTM, -)" not in out  # shared with Table 6, which has both runs
+    table = _report(workdir, "report_table6")[1]
+    assert [r["missing"] for r in table] == ["", "", "", "", "run 2 of 2 missing"]
+    assert table[:4] == _report(workdir, "t6")[1][:4]
+    # resumed: only the missing (row, run) is evaluated again, from the folders that are already there
+    reproduce_clot.main([*TABLE6, "--workdir", workdir, "--out", os.path.join(workdir, "resumed")])
     assert open(os.path.join(workdir, "commands.log")).read() == ci_run["log"]
-    first, again, report = (_report(workdir, n)[1] for n in ("t6", "t6_again", "t6_report"))
-    assert first == again == report
+    assert json.load(open(finished))["metrics"] == kept["metrics"]
+    assert _report(workdir, "resumed")[1] == _report(workdir, "t6")[1]
+
+
+def test_cli_rejects_runs_beyond_the_profile(tmp_path):
+    with pytest.raises(SystemExit, match="runs to compute must be 1..2 \\(profile 'ci'\\), got 3"):
+        reproduce_clot.main([*TABLE6, "--workdir", str(tmp_path), "--runs", "3"])
+
+
+def test_report_only_before_any_run_finished_says_so_and_runs_nothing(tmp_path):
+    with pytest.raises(SystemExit, match="no finished run of any row of Table\\(s\\) 6, 7 to report"):
+        reproduce_clot.main(["--table", "6", "7", "--profile", "ci", "--workdir", str(tmp_path), "--report-only"])
+    assert not os.path.exists(tmp_path / "commands.log")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_ext.postprocessing import postprocess_folder
 from nnunet_ext.postprocessing.clot import (apply_chain, grow_by_threshold, keep_closest_to_lesion,
                                             keep_largest_object, parse_step, remove_small_objects)
 from conftest import TRAINER
@@ -111,6 +112,39 @@ def test_parse_step(text, parsed):
 def test_bad_steps(text, message):
     with pytest.raises(ValueError, match=message):
         parse_step(text)
+
+
+def test_folder_chain_in_the_library_keeps_other_labels_and_geometry(tmp_path):
+    """The folder step the clot harness calls in process (no command line in between)."""
+    predictions, output = tmp_path / "pred", tmp_path / "post"
+    predictions.mkdir()
+    segmentation = _volume((1, 1, 0, 30), (10, 10, 0, 3)).astype(np.uint8)
+    segmentation[15, 15, 0:4] = 2  # another label passes through untouched
+    image = sitk.GetImageFromArray(segmentation)
+    image.SetSpacing((0.8, 0.8, 3.0))
+    sitk.WriteImage(image, str(predictions / "case_0.nii.gz"))
+    assert postprocess_folder(str(predictions), str(output), [parse_step("min_size:6")], command="cmd") == 1
+    processed = sitk.ReadImage(str(output / "case_0.nii.gz"))
+    result = sitk.GetArrayFromImage(processed)
+    assert processed.GetSpacing() == pytest.approx((0.8, 0.8, 3.0))
+    assert (result == 1).sum() == 30 and (result == 2).sum() == 4  # the 3-voxel object is below n_min
+    assert json.load(open(output / "postprocessing.json"))["steps"] == [["min_size", 6.0]]
+    with pytest.raises(FileExistsError):
+        postprocess_folder(str(predictions), str(output), [parse_step("largest")])
+
+
+def test_a_truncated_prediction_is_refused_and_nothing_is_written(tmp_path):
+    predictions, output = tmp_path / "pred", tmp_path / "post"
+    predictions.mkdir()
+    segmentation = np.zeros((20, 30, 40), np.uint8)
+    segmentation[5:9, 5:9, 5:9] = 1
+    path = predictions / "case_0.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(segmentation), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])  # SimpleITK alone would read what is left
+    with pytest.raises(ValueError, match=f"{path}: .*(incomplete|unreadable)"):
+        postprocess_folder(str(predictions), str(output), [parse_step("largest")])
+    assert not output.exists()
 
 
 def _digest(folder):

@@ -16,8 +16,9 @@ from nnunet_ext.training.upattllstm_trainer import (AxisFlipTransform, ClotPairD
 from nnunet_ext.training.variants import trainer_variant
 from nnunet_ext_plans import upattllstm_plans
 from nnunet_ext_plans.cpu_plans import load_template
-from nnunet_ext_plans.upattllstm_plans import (build_network, clip_patch, derive_upattllstm_plans,
+from nnunet_ext_plans.upattllstm_plans import (build_network, clip_patch, derive_upattllstm_plans, inference_patch,
                                                parse_role_overrides, resolve_channel_roles)
+from nnunet_ext.planning.upattllstm_plans import shortest_stack
 
 from conftest import NnunetWorkspace
 
@@ -62,14 +63,18 @@ def test_derived_plans_name_our_network_and_reuse_the_preprocessed_data(clot_run
     configuration = ours["configurations"]["3d_fullres"]
     assert ours["plans_name"] == PLANS and list(ours["configurations"]) == ["3d_fullres"]
     assert configuration["data_identifier"] == stock["configurations"]["3d_fullres"]["data_identifier"]
-    assert configuration["patch_size"] == [8, 32, 32] and configuration["batch_size"] == 2
+    assert configuration["training_patch_size"] == [8, 32, 32] and configuration["batch_size"] == 2
+    # prediction windows: the whole stack along the recurrence axis (the median slice count), same in-plane size
+    median = stock["configurations"]["3d_fullres"]["median_image_size_in_voxels"]
+    assert configuration["patch_size"] == [max(8, int(np.ceil(median[0]))), 32, 32]
+    assert configuration["crops_per_image"] == 1
     architecture = configuration["architecture"]
     assert architecture["network_class_name"] == "nnunet_ext.networks.clot_networks.UpAttLLSTM"
     kwargs = architecture["arch_kwargs"]
     assert (kwargs["dwi_channel"], kwargs["swan_channel"], kwargs["phase_channel"]) == (0, 1, 2)
     assert kwargs["slice_shape"] == [32, 32] and kwargs["slice_axis"] == 0
     assert architecture["_kw_requires_import"] == ["norm_op"]
-    assert "UpAttLLSTM on 3d_fullres, patch [8, 32, 32], batch 2" in clot_run["planned"]
+    assert "UpAttLLSTM on 3d_fullres, patch [8, 32, 32], batch 2 x 1 crops" in clot_run["planned"]
 
 
 def test_stock_training_ran_the_clot_trainer(clot_run):
@@ -189,14 +194,98 @@ def test_patch_is_clipped_to_the_data(patch, median, axis, multiple, expected):
     assert clip_patch(patch, median, axis, multiple) == expected
 
 
+@pytest.mark.parametrize("slices,stack,expected", [
+    ("stack", 40, [40, 96, 96]),      # the shortest stack
+    ("stack", 7.2, [12, 96, 96]),     # never fewer slices than the training patch
+    ("patch", 40, [12, 96, 96]),      # tiled, as trained
+    (64, 40, [64, 96, 96]),
+])
+def test_inference_patch_runs_the_recurrence_over_the_stack(slices, stack, expected):
+    assert inference_patch([12, 96, 96], stack, 0, slices) == expected
+    # the recurrence over axis 1 (coronal)
+    assert inference_patch([96, 12, 96], stack, 1, slices) == [expected[1], expected[0], expected[2]]
+
+
+def test_shortest_stack_is_read_from_the_fingerprint_as_nnunet_resamples_it():
+    plans = {"transpose_forward": [2, 0, 1], "configurations": {"3d_fullres": {"spacing": [2.0, 1.0, 1.0]}}}
+    fingerprint = {"shapes_after_crop": [[100, 90, 30], [80, 70, 44], [90, 90, 20]],  # original axis order
+                   "spacings": [[1.0, 1.0, 2.0], [1.0, 1.0, 1.5], [1.0, 1.0, 3.0]]}
+    # axis 2 comes first after transposing: 30 x 2/2 = 30, 44 x 1.5/2 = 33, 20 x 3/2 = 30
+    assert shortest_stack(plans, fingerprint, "3d_fullres", 0) == 30
+    assert shortest_stack(plans, fingerprint, "3d_fullres", 1) == 80  # original axis 0
+    assert shortest_stack(plans, None, "3d_fullres", 0) is None
+
+
+@pytest.mark.parametrize("bad", ["all", 0, -3, True, 2.5])
+def test_inference_slices_must_be_a_mode_or_a_count(bad):
+    with pytest.raises(ValueError, match="inference_slices must be 'stack', 'patch' or a positive number"):
+        inference_patch([12, 96, 96], [40, 71, 80], 0, bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_crops_per_image_must_be_a_whole_number(bad):
+    template = {**load_template("upattllstm"), "crops_per_image": bad}
+    with pytest.raises(ValueError, match="crops_per_image must be a whole number >= 1"):
+        derive_upattllstm_plans(STOCK_PLANS, DATASET_JSON, template)
+
+
+def _predictor(derived, network):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    manager = PlansManager(derived)
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                                allow_tqdm=False)
+    predictor.manual_initialization(network, manager, manager.get_configuration("3d_fullres"), None, DATASET_JSON,
+                                    "test", None)
+    return predictor
+
+
+def test_whole_stack_prediction_is_one_recurrent_pass_and_equals_tiled_where_they_agree():
+    """Through nnU-Net's predictor: (1) with stack windows a case of the shortest stack's length is one forward
+    pass of the network over the whole case; (2) a case of the training patch's length gives the same logits tiled
+    or as a stack when both windows hold it whole; (3) the per-slice front end (attention + Up block) gives a slice
+    the same features whatever window holds it, so only the recurrence sees more context."""
+    template = load_template("upattllstm_cpu")
+    torch.manual_seed(0)
+    logits = {}
+    for mode, stack in (("patch", 8), ("stack", 8), ("stack", 20)):
+        plans = {**STOCK_PLANS, "configurations": {"3d_fullres": {**STOCK_PLANS["configurations"]["3d_fullres"],
+                                                                  "median_image_size_in_voxels": [stack, 32, 32]}}}
+        derived = derive_upattllstm_plans(plans, DATASET_JSON, {**template, "inference_slices": mode})
+        if not logits:
+            network = build_network(derived, DATASET_JSON).eval()
+        predictor = _predictor(derived, network)
+        assert predictor.configuration_manager.patch_size == [8 if mode == "patch" else stack, 32, 32]
+        volume = torch.randn(3, stack, 32, 32, generator=torch.Generator().manual_seed(stack))
+        logits[mode, stack] = predictor.predict_sliding_window_return_logits(volume)
+        if stack == 20:
+            with torch.no_grad():
+                whole = network(volume[None])[0]
+            # one window: the Gaussian weights cancel, except near the borders where nnU-Net's float16 Gaussian
+            # (value 10 at the centre, sigma = patch / 8) underflows the weighted logits
+            centre = (slice(None), slice(6, 14), slice(10, 22), slice(10, 22))
+            assert torch.allclose(logits[mode, stack].float()[centre], whole[centre], atol=5e-3)
+    assert torch.equal(logits["patch", 8], logits["stack", 8])
+    stack = torch.randn(3, 20, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        per_slice = stack.transpose(0, 1)  # [slices, channels, H, W]
+        whole = network.front_end(per_slice[:, [0]], per_slice[:, [1, 2]])
+        window = network.front_end(per_slice[6:14, [0]], per_slice[6:14, [1, 2]])
+    assert torch.allclose(whole[6:14], window, atol=1e-5)
+
+
 def test_derived_plans_build_the_network_nnunet_will_run():
     derived = derive_upattllstm_plans(STOCK_PLANS, DATASET_JSON, load_template("upattllstm"))
     configuration = derived["configurations"]["3d_fullres"]
-    assert configuration["patch_size"] == [12, 96, 96] and configuration["data_identifier"] == "nnUNetPlans_3d_fullres"
+    assert configuration["training_patch_size"] == [12, 96, 96]
+    assert configuration["patch_size"] == [40, 96, 96]  # predicted over the median stack of 40 slices
+    assert configuration["data_identifier"] == "nnUNetPlans_3d_fullres" and configuration["crops_per_image"] == 4
     assert derived["nnunet_ext"]["channel_roles"] == {"DWI": "DWI", "SWAN": "SWAN", "PHASE": "PHASE"}
     assert configuration["batch_dice"] is True and "batch_dice" not in STOCK_PLANS["configurations"]["3d_fullres"]
     network = build_network(derived, DATASET_JSON)
-    assert type(network).__name__ == "UpAttLLSTM" and count_parameters(network) < 2_500_000
+    assert type(network).__name__ == "UpAttLLSTM"
+    assert count_parameters(network) == 266_848 - (64 * 64 - 24 * 24) * 32 - (8 * 8 - 3 * 3) * 32  # 96-pixel slices
     with torch.no_grad():
         assert network(torch.randn(1, 3, 2, 96, 96)).shape == (1, 2, 2, 96, 96)
     assert STOCK_PLANS["configurations"]["3d_fullres"]["patch_size"] == [40, 128, 128]  # source untouched
@@ -231,6 +320,26 @@ def test_pair_sampling_gives_one_crop_with_a_clot_and_one_without():
         target = loader.generate_train_batch()["target"]
         assert (target[0] == 1).sum() == 0 and (target[1] == 1).sum() > 0
     assert loader.clot_free_misses == 0
+
+
+def test_four_crops_per_image_interleave_images_so_each_gives_crops_with_and_without_a_clot():
+    """Table 4's 4 crops per batch element: with 2 images, 8 crops [a, b, a, b | a, b, a, b], the first half drawn
+    clot-free, the second around a clot."""
+    np.random.seed(0)
+    dataset = _OneCase()
+    dataset.identifiers = ["a", "b"]
+    labels = LabelManager({"background": 0, "clot": 1}, regions_class_order=None)
+    loader = ClotPairDataLoader(dataset, 8, (6, 16, 16), (6, 16, 16), labels, oversample_foreground_percent=0.5,
+                                crops_per_image=4)
+    for _ in range(10):
+        indices = loader.get_indices()
+        assert len(indices) == 8 and indices[:2] * 4 == list(indices)
+    batch = loader.generate_train_batch()
+    assert batch["target"].shape[0] == 8
+    assert all((batch["target"][i] == 1).sum() == 0 for i in range(4))
+    assert all((batch["target"][i] == 1).sum() > 0 for i in range(4, 8))
+    with pytest.raises(ValueError, match="a batch of 6 crops cannot hold 4 crops per image"):
+        ClotPairDataLoader(dataset, 6, (6, 16, 16), (6, 16, 16), labels, crops_per_image=4)
 
 
 def test_pair_sampling_counts_crops_that_cannot_avoid_the_clot():

@@ -1,14 +1,20 @@
 """`nnunet_ext_reproduce_clot`: the paper's thrombus Tables 5, 6 and 7 on the synthetic clot cohort.
 
-    nnunet_ext_reproduce_clot --table 5 6 7 --profile quick --workdir repro_clot --out benchmarks/results/clot_quick
+    nnunet_ext_reproduce_clot --table 5 6 7 --profile quick_hard --workdir repro_clot_hard \
+        --out benchmarks/results/clot_quick_hard
     nnunet_ext_reproduce_clot --table 6 --profile ci --workdir W --models nnU-Net UpAttLLSTM
 
 Trains on centers A + B (the paper's CHSF + MATAR) with the stock nnUNetv2_plan_and_preprocess /
 nnUNetv2_train, predicts with nnunet_ext_predict (PHASE zero-filled for the 'missing' rows), post-processes
 (Lesion, Thr, Big) and evaluates lesion-wise by proximal / distal occlusion; center C (SWI, no PHASE) is
-test-only. A training shared by several rows or tables runs once. Resumable: rerun the same command to
-continue; --report-only writes the tables from the rows finished so far. Files: <out>.md/.csv/.json
-(with several tables, <out>_table<N>.*; default out <workdir>/clot_table<N>_<profile>).
+test-only. Every row is the profile's number of runs (run k: fold k-1, seed + k-1), reported as mean ± std
+across runs; post-processed rows start with the min-size step (n_min scaled to the cohort's pixel). A training
+shared by several rows or tables runs once per run. Resumable per (row, run): rerun the same command to continue;
+--report-only writes the tables from the runs finished so far and names the missing ones; --runs K computes
+runs 1..K only (e.g. one run of every row first). Files:
+<out>.md/.csv/.json (with several tables, <out>_table<N>.*; default out <workdir>/clot_table<N>_<profile>).
+Profiles on another cohort preset than `easy` show the committed one-run `easy` results beside each row
+(--easy-results).
 """
 import argparse
 import os
@@ -17,8 +23,15 @@ import sys
 from typing import List, Optional
 
 from nnunet_ext.experiments.clot_harness import ClotHarness
-from nnunet_ext.experiments.clot_tables import CLOT_PROFILES, TABLE_MODELS, write_clot_report
+from nnunet_ext.experiments.clot_tables import (CLOT_PROFILES, TABLE_MODELS, read_reference_results,
+                                                write_clot_report)
 from nnunet_ext.provenance import provenance
+
+# the committed quick-profile tables: one run per row on the `easy` preset, before the min-size step was in the chains
+EASY_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "benchmarks", "results", "clot_quick")
+EASY_LABEL = ("the committed `quick` results on the `easy` preset (benchmarks/results/clot_quick_table<N>.json): one "
+              "run per row, chains without the min-size step")
 
 
 def models_per_table(tables: List[int], models: Optional[List[str]]) -> dict:
@@ -45,7 +58,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="lesion mask of the Lesion step: a trained lesion model, or the reference lesion "
                              "(oracle) (default: the profile's)")
     parser.add_argument("--out", help="output prefix of the table files")
-    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the finished runs only, naming the missing ones")
+    parser.add_argument("--runs", type=int, default=None, metavar="K",
+                        help="compute runs 1..K only (default: all of the profile's); later runs are reported where "
+                             "finished and named as missing otherwise")
+    parser.add_argument("--easy-results", default=None,
+                        help="prefix of table JSONs shown beside the rows (<prefix>_table<N>.json; 'none': no such "
+                             "section; default: the committed easy-preset quick results, for profiles on another "
+                             "preset)")
     args = parser.parse_args(argv)
 
     profile = CLOT_PROFILES[args.profile]
@@ -58,18 +79,25 @@ def main(argv: Optional[List[str]] = None) -> None:
         for table in tables:
             if chosen[table] == []:
                 print(f"Table {table}: none of the chosen models, skipped")
+        selection = {table: chosen[table] for table in tables if chosen[table] != []}
+        reports = harness.run_tables(selection, args.lesion, args.report_only, args.runs)
+        easy = args.easy_results or (EASY_RESULTS if profile.preset != "easy" else None)
+        for table, (rows, results, notes) in reports.items():
+            if not any(r is not None for runs in results.values() for r in runs):
+                print(f"Table {table}: no finished run of any row yet, not written")
                 continue
-            rows, results, notes = harness.run_table(table, chosen[table], args.lesion, args.report_only)
-            if not results:
-                raise ValueError(f"Table {table}: no finished row to report")
             if args.out:
                 out = args.out if len(tables) == 1 else f"{args.out}_table{table}"
             else:
                 out = os.path.join(harness.workdir, f"clot_table{table}_{profile.name}")
+            reference = {} if easy in (None, "none") else read_reference_results(f"{easy}_table{table}.json")
+            label = EASY_LABEL if args.easy_results is None else f"{easy}_table{table}.json"
             paths = write_clot_report(table, profile, rows, results, out, command,
-                                      provenance(seed=profile.seed, command=command), notes)
+                                      provenance(seed=profile.seed, command=command), notes, reference, label)
             print(open(paths["md"]).read())
             written += paths.values()
+        if not written:
+            raise ValueError(f"no finished run of any row of Table(s) {', '.join(map(str, tables))} to report")
     except (ValueError, RuntimeError, FileExistsError) as error:
         sys.exit(f"error: {error}")
     print("wrote " + ", ".join(written))

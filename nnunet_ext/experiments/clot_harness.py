@@ -5,12 +5,14 @@ Layout of <workdir> (it may be shared with the stroke tables: other dataset ids)
   nnUNet_raw / nnUNet_preprocessed / nnUNet_results   530 the clot cohort, 531 its A+B training set (center C
                                                       held out), 532 the same images (DWI) with lesion labels
   clot/inputs/<set>[_DWI], clot/references/<what>_<set>  test images and labels of A+B and of C
-  clot/predictions/<network>/<set>_<phase>/          nnunet_ext_predict output (with .npz probabilities)
-  clot/postprocessed/<network>/<set>_<phase>__<chain>/
-  clot/results/<row key>.json                         one evaluated row; shared by the tables that have it
+  clot/predictions/<network>/run<k>/<set>_<phase>/   nnunet_ext_predict output (with .npz probabilities)
+  clot/postprocessed/<network>/run<k>/<set>_<phase>__<chain>/
+  clot/results/run<k>/<row key>.json                 one evaluated row of run k; shared by the tables that have it
   commands.log, logs/<step>.log                       every command (in-process steps marked), and its output
-Resumable: a finished row, prediction (.complete), post-processing folder or training (checkpoint_final.pth)
-is never redone; an interrupted training continues with --c.
+Run k (1..profile.runs) trains fold k-1 of nnU-Net's splits (the same cases in every fold) with seed
+profile.seed + k-1, so the stock commands and result folders hold every run side by side.
+Resumable per (row, run): a finished row, prediction (.complete), post-processing folder or training
+(checkpoint_final.pth) is never redone; an interrupted training continues with --c.
 """
 import json
 import os
@@ -18,9 +20,10 @@ import shlex
 import shutil
 import time
 from dataclasses import asdict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from nnunet_ext.cli.postprocess import postprocess_folder
+import numpy as np
+
 from nnunet_ext.data.clot_cohort import LESION_LABEL_FOLDERS, OCCLUSION_FILE, ClotCohortSpec, write_clot_cohort
 from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
@@ -29,15 +32,15 @@ from nnunet_ext.experiments.clot_tables import (CHANNELS, CLOT_ID, DATASET_NAMES
                                                 LESION_NETWORK, NNUNET, SOURCE_ID, STEPS, TEST_SETS, THRESHOLD,
                                                 UNSEEN_CENTER, ClotProfile, Network, Row, row_networks,
                                                 table_metrics, table_rows)
+from nnunet_ext.planning.templates import load_template
 from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
 from nnunet_ext.experiments.records import append_command_log, run_logged
 from nnunet_ext.paths import nnunet_environment
 from nnunet_ext.postprocessing.clot import parse_step
+from nnunet_ext.postprocessing.folders import postprocess_folder
 from nnunet_ext.provenance import provenance
-from nnunet_ext_plans.cpu_plans import load_template
 
 CONFIGURATION = "3d_fullres"
-FOLD = 0
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -86,13 +89,23 @@ def derive_lesion_dataset(source: str, raw_root: str, dataset_id: int, name: str
     return os.path.join(raw_root, folder_name)
 
 
-def validation_split(cases: Sequence[str]) -> List[Dict[str, List[str]]]:
-    """Fold 0 only, one validation case: nnU-Net's 5-fold split would keep a fifth of a small cohort out of
-    training, and the harness evaluates on the held-out test cases itself (the final validation is skipped)."""
+def validation_split(cases: Sequence[str], runs: int = 1) -> List[Dict[str, List[str]]]:
+    """One fold per run, every fold the same: one validation case, the rest trained on. nnU-Net's 5-fold split
+    would keep a fifth of a small cohort out of training, and the harness evaluates on the held-out test cases
+    itself (the final validation is skipped); the folds only give every run its own nnU-Net results folder."""
     ordered = sorted(cases)
     if len(ordered) < 2:
         raise ValueError(f"need at least 2 training cases for a training and a validation case, got {len(ordered)}")
-    return [{"train": ordered[1:], "val": ordered[:1]}]
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    return [{"train": ordered[1:], "val": ordered[:1]} for _ in range(runs)]
+
+
+def run_fold(run: int) -> int:
+    """Run k (1-based) trains and predicts with fold k-1."""
+    if run < 1:
+        raise ValueError(f"runs are numbered from 1, got {run}")
+    return run - 1
 
 
 class ClotHarness:
@@ -139,7 +152,8 @@ class ClotHarness:
             return existing
         spec = ClotCohortSpec(dataset_id=SOURCE_ID, name=DATASET_NAMES[SOURCE_ID], size=self.profile.size,
                               train_per_center=self.profile.train_per_center,
-                              test_per_center=self.profile.test_per_center, seed=self.profile.seed)
+                              test_per_center=self.profile.test_per_center, seed=self.profile.seed,
+                              preset=self.profile.preset)
         self.log(f"generating the synthetic clot cohort ({spec.folder_name})")
         self._log_command(f"[in process] write_clot_cohort({spec})")
         return write_clot_cohort(spec, self.paths["nnUNet_raw"], progress=False)
@@ -163,8 +177,9 @@ class ClotHarness:
         splits = os.path.join(preprocessed, "splits_final.json")
         if not os.path.isfile(splits):
             cases = [f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")) if f.endswith(".nii.gz")]
-            self._log_command(f"[in process] write {splits} (fold 0, one validation case)")
-            write_json(splits, validation_split(cases))
+            self._log_command(f"[in process] write {splits} ({self.profile.runs} identical folds, one per run, one "
+                              "validation case)")
+            write_json(splits, validation_split(cases, self.profile.runs))
         return raw
 
     def ensure_plans(self, network: Network) -> None:
@@ -182,35 +197,39 @@ class ClotHarness:
                           "-o", network.plans], f"plans_{network.plans}")
 
     # ---- training ------------------------------------------------------------------------------------------
-    def fold_folder(self, network: Network) -> str:
+    def fold_folder(self, network: Network, run: int) -> str:
         return os.path.join(self.paths["nnUNet_results"], network.dataset_name,
-                            f"{network.trainer(self.profile)}__{network.plans}__{CONFIGURATION}", f"fold_{FOLD}")
+                            f"{network.trainer(self.profile)}__{network.plans}__{CONFIGURATION}",
+                            f"fold_{run_fold(run)}")
 
-    def train_command(self, network: Network) -> List[str]:
-        command = ["nnUNetv2_train", str(network.dataset_id), CONFIGURATION, str(FOLD), "-p", network.plans,
+    def seed(self, run: int) -> int:
+        return self.profile.seed + run_fold(run)
+
+    def train_command(self, network: Network, run: int) -> List[str]:
+        command = ["nnUNetv2_train", str(network.dataset_id), CONFIGURATION, str(run_fold(run)), "-p", network.plans,
                    "-tr", network.trainer(self.profile), "-device", self.profile.device]
         before = network.pretrained_from(self.profile)
         if before is not None:
-            command += ["-pretrained_weights", os.path.join(self.fold_folder(before), "checkpoint_final.pth")]
+            command += ["-pretrained_weights", os.path.join(self.fold_folder(before, run), "checkpoint_final.pth")]
         return command
 
-    def train(self, network: Network) -> str:
-        folder = self.fold_folder(network)
+    def train(self, network: Network, run: int) -> str:
+        folder = self.fold_folder(network, run)
         if os.path.isfile(os.path.join(folder, "checkpoint_final.pth")):
             return folder
         before = network.pretrained_from(self.profile)
         if before is not None:
-            self.train(before)
+            self.train(before, run)
         self.ensure_plans(network)
-        command = self.train_command(network)
+        command = self.train_command(network, run)
         if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")):
             # nnU-Net refuses --c together with -pretrained_weights; the checkpoint holds the weights anyway
             command = command[:command.index("-pretrained_weights")] if "-pretrained_weights" in command else command
             command.append("--c")
-        self.log(f"training {network.key}: {network.trainer(self.profile)} with {network.plans}")
+        self.log(f"training {network.key}, run {run}: {network.trainer(self.profile)} with {network.plans}")
         started = time.time()
-        self.run_command(command, f"train_{network.key}",
-                         {"NNUNET_EXT_SEED": str(self.profile.seed), "nnUNet_n_proc_DA": "1"})
+        self.run_command(command, f"train_{network.key}_run{run}",
+                         {"NNUNET_EXT_SEED": str(self.seed(run)), "nnUNet_n_proc_DA": "1"})
         self.log(f"  trained in {time.time() - started:.0f} s")
         return folder
 
@@ -256,14 +275,14 @@ class ClotHarness:
             return {case: record["occlusion"] for case, record in json.load(f).items()}
 
     # ---- prediction, post-processing, evaluation ------------------------------------------------------------
-    def prediction_folder(self, network: Network, test_set: str, phase: str) -> str:
-        return os.path.join(self.root, "predictions", network.key, f"{test_set}_{phase}")
+    def prediction_folder(self, network: Network, test_set: str, phase: str, run: int) -> str:
+        return os.path.join(self.root, "predictions", network.key, f"run{run}", f"{test_set}_{phase}")
 
-    def predict_command(self, network: Network, test_set: str, phase: str) -> List[str]:
+    def predict_command(self, network: Network, test_set: str, phase: str, run: int) -> List[str]:
         lesion = network.target == "lesion"
         inputs = os.path.join(self.root, "inputs", f"{test_set}_DWI" if lesion else test_set)
-        command = ["nnunet_ext_predict", "-i", inputs, "-o", self.prediction_folder(network, test_set, phase),
-                   "-d", str(network.dataset_id), "-c", CONFIGURATION, "-f", str(FOLD), "-p", network.plans,
+        command = ["nnunet_ext_predict", "-i", inputs, "-o", self.prediction_folder(network, test_set, phase, run),
+                   "-d", str(network.dataset_id), "-c", CONFIGURATION, "-f", str(run_fold(run)), "-p", network.plans,
                    "-tr", network.trainer(self.profile), "-device", self.profile.device,
                    "--disable_tta", "-npp", "0", "-nps", "0"]  # sequential: no worker start-up
         if not lesion:
@@ -272,37 +291,42 @@ class ClotHarness:
             command += ["--missing", DROPPABLE]
         return command
 
-    def predict(self, network: Network, test_set: str, phase: str) -> str:
-        folder = self.prediction_folder(network, test_set, phase)
+    def predict(self, network: Network, test_set: str, phase: str, run: int) -> str:
+        folder = self.prediction_folder(network, test_set, phase, run)
         done = os.path.join(folder, ".complete")
         if os.path.isfile(done):
             return folder
-        self.train(network)
+        self.train(network, run)
         self.test_inputs(test_set, ("DWI",) if network.target == "lesion" else CHANNELS)
-        self.run_command(self.predict_command(network, test_set, phase), f"predict_{network.key}_{test_set}_{phase}")
+        self.run_command(self.predict_command(network, test_set, phase, run),
+                         f"predict_{network.key}_run{run}_{test_set}_{phase}")
         open(done, "w").close()
         return folder
 
-    def lesion_masks(self, test_set: str, source: str) -> str:
+    def lesion_masks(self, test_set: str, source: str, run: int) -> str:
         if source == "reference":
             return self.references("lesion", test_set)
-        return self.predict(LESION_NETWORK, test_set, "present")
+        return self.predict(LESION_NETWORK, test_set, "present", run)
 
     def step_texts(self, chain: Sequence[str]) -> List[str]:
+        """The steps of a post-processed row: min-size (the profile's n_min), then the paper's columns in order."""
+        if not chain:
+            return []
         values = {"Lesion": f":{self.profile.lesion_distance_mm}", "Thr": f":{THRESHOLD}", "Big": ""}
-        return [STEPS[name] + values[name] for name in chain]
+        return [f"min_size:{self.profile.min_size_voxels}"] + [STEPS[name] + values[name] for name in chain]
 
-    def postprocess_command(self, row: Row, prediction: str) -> Tuple[List[str], str]:
-        output = os.path.join(self.root, "postprocessed", row.network.key, row.key.split("__", 1)[1])
+    def postprocess_command(self, row: Row, prediction: str, run: int) -> Tuple[List[str], str]:
+        output = os.path.join(self.root, "postprocessed", row.network.key, f"run{run}", row.key.split("__", 1)[1])
         command = ["nnunet_ext_postprocess", "-i", prediction, "-o", output, "--steps", *self.step_texts(row.chain)]
         if "Lesion" in row.chain:
-            command += ["--lesions", self.lesion_masks(row.test_set, row.lesion_source), "--distance-units", "mm"]
+            command += ["--lesions", self.lesion_masks(row.test_set, row.lesion_source, run), "--distance-units",
+                        "mm"]
         return command, output
 
-    def postprocess(self, row: Row, prediction: str) -> str:
+    def postprocess(self, row: Row, prediction: str, run: int) -> str:
         if not row.chain:
             return prediction
-        command, output = self.postprocess_command(row, prediction)
+        command, output = self.postprocess_command(row, prediction, run)
         if os.path.isdir(output):  # written atomically: a folder that exists is complete
             return output
         # in process (no interpreter start per chain); the line in commands.log is the equivalent command
@@ -317,66 +341,106 @@ class ClotHarness:
         rows = evaluate_folders(folder, self.references(what, test_set), EvaluationSettings(), groups)
         return rows, summarize(rows)
 
-    def result_path(self, row: Row) -> str:
-        return os.path.join(self.root, "results", f"{row.key}.json")
+    def result_path(self, row: Row, run: int) -> str:
+        return os.path.join(self.root, "results", f"run{run}", f"{row.key}.json")
 
-    def run_row(self, row: Row) -> Dict:
-        path = self.result_path(row)
+    def run_row(self, row: Row, run: int) -> Dict:
+        """Run `run` of one row (its file when it has finished before)."""
+        path = self.result_path(row, run)
         if os.path.isfile(path):
             with open(path) as f:
                 return json.load(f)
-        prediction = self.predict(row.network, row.test_set, row.phase)
-        folder = self.postprocess(row, prediction)
+        prediction = self.predict(row.network, row.test_set, row.phase, run)
+        folder = self.postprocess(row, prediction, run)
         per_case, summary = self.evaluate(folder, "clot", row.test_set)
-        commands = [shlex.join(self.train_command(n)) for n in row_networks([row], self.profile)]
-        commands.append(shlex.join(self.predict_command(row.network, row.test_set, row.phase)))
+        commands = [shlex.join(self.train_command(n, run)) for n in row_networks([row], self.profile)]
+        commands.append(shlex.join(self.predict_command(row.network, row.test_set, row.phase, run)))
         if row.chain:
-            commands.append(shlex.join(self.postprocess_command(row, prediction)[0]))
-        result = {"key": row.key, "network": asdict(row.network), "trainer": row.network.trainer(self.profile),
+            commands.append(shlex.join(self.postprocess_command(row, prediction, run)[0]))
+        result = {"key": row.key, "run": run, "fold": run_fold(run), "seed": self.seed(run),
+                  "network": asdict(row.network), "trainer": row.network.trainer(self.profile),
                   "plans": row.network.plans, "dataset_id": row.network.dataset_id, "test_set": row.test_set,
                   "phase": row.phase, "chain": list(row.chain), "steps": self.step_texts(row.chain),
                   "lesion_source": row.lesion_source if "Lesion" in row.chain else None,
                   "metrics": table_metrics(summary["1"]), "summary": summary, "per_case": per_case,
                   "folders": {"prediction": prediction, "evaluated": folder}, "commands": commands,
-                  "profile": asdict(self.profile), "provenance": provenance(seed=self.profile.seed,
+                  "profile": asdict(self.profile), "provenance": provenance(seed=self.seed(run),
                                                                             command=self.command)}
         write_json_files({path: result})
         return result
 
-    def lesion_model_result(self, test_set: str = "AB") -> Dict:
-        """Dice of the lesion model that feeds the Lesion step (reported beside Table 6)."""
-        path = os.path.join(self.root, "results", f"{LESION_NETWORK.key}__{test_set}.json")
+    def lesion_result_path(self, test_set: str, run: int) -> str:
+        return os.path.join(self.root, "results", f"run{run}", f"{LESION_NETWORK.key}__{test_set}.json")
+
+    def lesion_model_result(self, test_set: str, run: int) -> Dict:
+        """Dice of run `run`'s lesion model, the one that feeds that run's Lesion step (reported beside Table 6)."""
+        path = self.lesion_result_path(test_set, run)
         if os.path.isfile(path):
             with open(path) as f:
                 return json.load(f)
-        folder = self.predict(LESION_NETWORK, test_set, "present")
+        folder = self.predict(LESION_NETWORK, test_set, "present", run)
         per_case, summary = self.evaluate(folder, "lesion", test_set)
-        result = {"key": LESION_NETWORK.key, "dice": summary["1"]["all"]["dice"], "summary": summary,
-                  "commands": [shlex.join(self.train_command(LESION_NETWORK)),
-                               shlex.join(self.predict_command(LESION_NETWORK, test_set, "present"))],
-                  "provenance": provenance(seed=self.profile.seed, command=self.command)}
+        result = {"key": LESION_NETWORK.key, "run": run, "dice": summary["1"]["all"]["dice"], "summary": summary,
+                  "commands": [shlex.join(self.train_command(LESION_NETWORK, run)),
+                               shlex.join(self.predict_command(LESION_NETWORK, test_set, "present", run))],
+                  "provenance": provenance(seed=self.seed(run), command=self.command)}
         write_json_files({path: result})
         return result
 
     # ---- tables --------------------------------------------------------------------------------------------
+    def run_tables(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str] = None,
+                   report_only: bool = False, up_to_run: Optional[int] = None
+                   ) -> Dict[int, Tuple[List[Row], Dict[str, List[Optional[Dict]]], List[str]]]:
+        """{table: (rows, row key -> one result per run (None: not finished), extra notes)} for the tables and
+        models in `selection`. Run-major: run 1 of every row of every table, then run 2, ...; so an interrupted
+        reproduction has whole runs, and a row shared by several tables is computed once per run. report_only:
+        nothing is computed, the finished runs are read; up_to_run: only runs 1..up_to_run are computed (the
+        later ones are read where finished)."""
+        last = self.profile.runs if up_to_run is None else up_to_run
+        if not 1 <= last <= self.profile.runs:
+            raise ValueError(f"runs to compute must be 1..{self.profile.runs} (profile {self.profile.name!r}), "
+                             f"got {up_to_run}")
+        layouts = {table: table_rows(table, self.profile, models, lesion_source) for table, models in selection.items()}
+        runs = range(1, self.profile.runs + 1)
+        done: Dict[Tuple[str, int], Optional[Dict]] = {}
+        for run in runs:
+            read_only = report_only or run > last
+            for table, rows in layouts.items():
+                for number, row in enumerate(rows, start=1):
+                    if (row.key, run) in done:
+                        continue
+                    if read_only and not os.path.isfile(self.result_path(row, run)):
+                        done[(row.key, run)] = None
+                        continue
+                    started = time.time()
+                    done[(row.key, run)] = self.run_row(row, run)
+                    if not read_only:
+                        self.log(f"[run {run}/{self.profile.runs}, Table {table}, {number}/{len(rows)}] {row.key}: "
+                                 f"done in {time.time() - started:.0f} s")
+        reports = {}
+        for table, rows in layouts.items():
+            results = {row.key: [done[(row.key, run)] for run in runs] for row in rows}
+            reports[table] = (rows, results, self._lesion_notes(rows, report_only, last))
+        return reports
+
     def run_table(self, table: int, models: Optional[Sequence[str]] = None, lesion_source: Optional[str] = None,
-                  report_only: bool = False) -> Tuple[List[Row], Dict[str, Dict], List[str]]:
-        """(rows, results by row key, extra notes); report_only: only the rows finished so far."""
-        rows = table_rows(table, self.profile, models, lesion_source)
-        results: Dict[str, Dict] = {}
-        for number, row in enumerate(rows, start=1):
-            if report_only and not os.path.isfile(self.result_path(row)):
+                  report_only: bool = False) -> Tuple[List[Row], Dict[str, List[Optional[Dict]]], List[str]]:
+        """One table of `run_tables`."""
+        return self.run_tables({table: models}, lesion_source, report_only)[table]
+
+    def _lesion_notes(self, rows: Sequence[Row], report_only: bool, last: int) -> List[str]:
+        if not any("Lesion" in r.chain and r.lesion_source == "model" for r in rows):
+            return []
+        dice = []
+        for run in range(1, self.profile.runs + 1):
+            if (report_only or run > last) and not os.path.isfile(self.lesion_result_path("AB", run)):
+                dice.append(None)
                 continue
-            started = time.time()
-            results[row.key] = self.run_row(row)
-            if not report_only:
-                self.log(f"[Table {table}, {number}/{len(rows)}] {row.key}: done in {time.time() - started:.0f} s")
-        notes = []
-        if any("Lesion" in r.chain and r.lesion_source == "model" for r in rows):
-            path = os.path.join(self.root, "results", f"{LESION_NETWORK.key}__AB.json")
-            if not report_only or os.path.isfile(path):
-                lesion = self.lesion_model_result("AB")
-                dice = lesion["dice"]["mean"]
-                notes.append(f"Lesion model ({LESION_NETWORK.trainer(self.profile)}, DWI only): mean lesion Dice "
-                             f"{'-' if dice is None else f'{dice:.2f}'} on the A+B test cases.")
-        return rows, results, notes
+            dice.append(self.lesion_model_result("AB", run)["dice"]["mean"])
+        present = [d for d in dice if d is not None]
+        missing = [str(run) for run, d in enumerate(dice, start=1) if d is None]
+        text = "-" if not present else f"{np.mean(present):.2f} ± {np.std(present):.2f} (runs: " + ", ".join(
+            "-" if d is None else f"{d:.2f}" for d in dice) + ")"
+        return [f"Lesion model ({LESION_NETWORK.trainer(self.profile)}, DWI only, one per run): mean lesion Dice "
+                f"{text} on the A+B test cases" + (f"; run(s) {', '.join(missing)} of {len(dice)} missing or without "
+                                                   "a lesion Dice" if missing else "") + "."]

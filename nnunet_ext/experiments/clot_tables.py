@@ -9,13 +9,20 @@ trained on and tested, center C (SWI in the SWAN slot, a black PHASE) is only te
     post-processing, then +Lesion and +Lesion+Thr (nnU-Net, AttCLSTM, AttLLSTM) and +Big (UpAttLLSTM).
   * Table 7: UpAttLLSTM against UpAttLLSTMGradualDrop (PHASE, drop probability 0.5) on A + B with PHASE present
     and absent (zero image), and on C; each without and with Big.
-Every row is split by occlusion: proximal (P) and distal (D), from the cohort's occlusions.json.
+Every row is split by occlusion: proximal (P) and distal (D), from the cohort's occlusions.json. Every row is
+`profile.runs` runs (run k: fold k-1, seed profile.seed + k-1) reported as mean ± std across runs; rows are
+compared only where their means differ by more than the sum of their run-to-run stds (report.verdict).
 """
 import json
+import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
+from nnunet_ext.data.clot_cohort import CLOT_PRESETS, clot_preset
 from nnunet_ext.experiments.records import write_table_files
+from nnunet_ext.experiments.report import verdict
 
 CHANNELS = ("DWI", "SWAN", "PHASE")
 TRAIN_CENTERS = ("A", "B")
@@ -36,6 +43,9 @@ STEPS = {"Lesion": "lesion_distance", "Thr": "threshold", "Big": "largest"}
 THRESHOLD = 0.3           # Table 4: th
 PAPER_DISTANCE_PX = 20    # Table 4: d, pixels of the paper's 256-pixel crops
 PAPER_CROP_PX = 256
+PAPER_MIN_SIZE_PX = 20    # Table 4: n_min, pixels
+PAPER_PIXEL_MM = 0.45     # the paper's susceptibility in-plane pixel: 512 x 512 over a head (section 3, Table 1)
+MIN_SIZE = "Min"          # the min-size step: first in every post-processed chain (not a column of Tables 6-7)
 
 
 # ---- profiles -----------------------------------------------------------------------------------------------
@@ -55,8 +65,14 @@ class ClotProfile:
     gradual_init: str = "pretrained"  # 'pretrained': fine-tune UpAttLLSTM (the paper's best); 'scratch'
     device: str = "cpu"
     seed: int = 0
+    preset: str = "easy"              # clot cohort preset (nnunet_ext.data.clot_cohort.CLOT_PRESETS)
+    runs: int = 1                     # runs per row: run k trains fold k-1 with seed `seed` + k-1
 
     def __post_init__(self):
+        if self.preset not in CLOT_PRESETS:
+            raise ValueError(f"unknown clot cohort preset {self.preset!r}; presets: {', '.join(CLOT_PRESETS)}")
+        if not isinstance(self.runs, int) or self.runs < 1:
+            raise ValueError(f"runs must be a whole number >= 1, got {self.runs!r}")
         if self.lesion_source not in ("model", "reference"):
             raise ValueError(f"lesion_source must be 'model' or 'reference', got {self.lesion_source!r}")
         if self.gradual_init not in ("pretrained", "scratch"):
@@ -74,18 +90,36 @@ class ClotProfile:
         """d = 20 pixels of a 256-pixel crop that spans most of the brain, scaled to the cohort's field of view."""
         return round(self.size * PAPER_DISTANCE_PX / PAPER_CROP_PX, 2)
 
+    @property
+    def training_pixel_area_mm2(self) -> float:
+        """Mean in-plane pixel area of the training centers' images (the grid the predictions are post-processed
+        on)."""
+        centers = {c.name: c for c in clot_preset(self.preset).centers}
+        return float(np.mean([centers[n].spacing_zyx[1] * centers[n].spacing_zyx[2] for n in TRAIN_CENTERS]))
+
+    @property
+    def min_size_voxels(self) -> int:
+        """n_min = 20 pixels of ~0.45 mm (4.05 mm^2 of in-plane area), scaled by area to the cohort's in-plane
+        pixel: round(20 x 0.45^2 / mean pixel area of the training centers), at least 1. By area, not volume: the
+        paper counts pixels and does not state its slice thickness."""
+        return max(1, int(round(PAPER_MIN_SIZE_PX * PAPER_PIXEL_MM ** 2 / self.training_pixel_area_mm2)))
+
     def trainer_suffix(self) -> str:
         return "" if self.epochs == 1000 else f"_{self.epochs}epochs"
 
 
 CLOT_PROFILES: Dict[str, ClotProfile] = {
-    # 2 CPU cores, Tables 5-7 together in 78 min (measured): 10 trainings of 100 epochs x 16 iterations (1,600; at
-    # 8 x 60 = 480 only UpAttLLSTM and AttCLSTM left the empty prediction, the others were still on its plateau),
-    # 14 predictions, 2 preprocessings (README). The CPU template's patch has 8 slices where the paper's has 12,
-    # so 10/12/14 become 6/8/10 (x 2/3). Seed 3: its A+B test cases are 6 proximal / 6 distal (seed 0: 10 / 2).
-    "quick": ClotProfile("quick", 8, 6, 48, 100, 16, 2, ((6, 10), (8, 12), (10, 14)), seed=3),
-    # the tests' profile: every code path, one epoch of two iterations
-    "ci": ClotProfile("ci", 3, 2, 32, 1, 2, 1, ((6, 10), (8, 12))),
+    # 2 CPU cores, Tables 5-7 together in 78 min per run (measured, one run): 10 trainings of 100 epochs x 16
+    # iterations (1,600; at 8 x 60 = 480 only UpAttLLSTM and AttCLSTM left the empty prediction, the others were
+    # still on its plateau), 14 predictions, 2 preprocessings (README). The CPU template's patch has 8 slices where
+    # the paper's has 12, so 10/12/14 become 6/8/10 (x 2/3). Seed 3: its A+B test cases are 6 proximal / 6 distal
+    # (seed 0: 10 / 2).
+    "quick": ClotProfile("quick", 8, 6, 48, 100, 16, 2, ((6, 10), (8, 12), (10, 14)), seed=3, runs=3),
+    # the quick budget on the cohort that poses the paper's problem (benchmarks/results/clot_cohort_hard.md)
+    "quick_hard": ClotProfile("quick_hard", 8, 6, 48, 100, 16, 2, ((6, 10), (8, 12), (10, 14)), seed=3,
+                              preset="hard", runs=3),
+    # the tests' profile: every code path, one epoch of two iterations, two runs (so that runs are aggregated)
+    "ci": ClotProfile("ci", 3, 2, 32, 1, 2, 1, ((6, 10), (8, 12)), runs=2),
 }
 
 
@@ -164,7 +198,8 @@ class Row:
 
     @property
     def postprocessing(self) -> str:
-        text = "+".join(self.chain) or "-"
+        """The steps in order: the min-size step first in every post-processed chain ('-': raw)."""
+        text = "+".join((MIN_SIZE,) + self.chain) if self.chain else "-"
         return text + (" (reference lesion, oracle)" if "Lesion" in self.chain and
                        self.lesion_source == "reference" else "")
 
@@ -320,6 +355,96 @@ def table_metrics(label_summary: Mapping[str, Mapping]) -> Dict[str, Dict[str, O
     return metrics
 
 
+def aggregate_runs(run_metrics: Sequence[Optional[Mapping]]) -> Dict[str, Dict]:
+    """Per group and metric of `table_metrics`, across runs (a missing run is None): {"mean", "std_runs", "runs",
+    "values"} (population std, as report._stats for Tables 2-3; mean and std over the runs where the metric has a
+    value: a size without any FP is None); "cases" per group from the runs (the same test cases in every run)."""
+    finished = [m for m in run_metrics if m is not None]
+    aggregate = {}
+    for group in GROUPS:
+        aggregate[group] = {}
+        for metric in METRICS:
+            values = [None if m is None else m[group][metric] for m in run_metrics]
+            present = [float(v) for v in values if v is not None]
+            aggregate[group][metric] = {
+                "mean": float(np.mean(present)) if present else None,
+                "std_runs": float(np.std(present)) if present else None,
+                "runs": len(present), "values": values}
+        cases = sorted({m[group]["cases"] for m in finished})
+        if len(cases) > 1:
+            raise ValueError(f"the runs of one row were evaluated on different numbers of {group} cases: {cases}")
+        aggregate[group]["cases"] = cases[0] if cases else None
+    return aggregate
+
+
+def missing_runs(run_results: Sequence[Optional[Mapping]]) -> List[int]:
+    """Run numbers (1-based) without a result."""
+    return [number for number, result in enumerate(run_results, start=1) if result is None]
+
+
+def missing_text(run_results: Sequence[Optional[Mapping]]) -> str:
+    """'' when every run finished; 'run 2 of 3 missing', 'runs 2, 3 of 3 missing'."""
+    missing = missing_runs(run_results)
+    if not missing:
+        return ""
+    return f"run{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of {len(run_results)} missing"
+
+
+# verdicts between rows: (metric, group, higher is better)
+JUDGED = (("dice", "all", True), ("detection", "all", True), ("fp_count", "all", False))
+METRIC_TITLES = {"fp_count": "FP n", "fp_size_mm3": "FP size", "fn_count": "FN n", "fn_size_mm3": "FN size",
+                 "dice": "Dice", "detection": "Det."}
+
+
+def table_comparisons(table: int, rows: Sequence[Row]) -> List[Tuple[int, int]]:
+    """(row, reference row) index pairs of one table: Table 5, every slice count against the paper's 12; Table 6,
+    every recurrent model against nnU-Net and every post-processed row against its network's raw row; Table 7,
+    gradual dropout against UpAttLLSTM in the same setting and +Big against the raw row."""
+    def find(**wanted):
+        for index, row in enumerate(rows):
+            fields = {"architecture": row.network.architecture, "slices": row.network.slices,
+                      "test_set": row.test_set, "phase": row.phase, "chain": row.chain}
+            if all(fields[k] == v for k, v in wanted.items()):
+                return index
+        return None
+    pairs = []
+    for index, row in enumerate(rows):
+        references = []
+        if table == 5:
+            references.append(next((i for i, r in enumerate(rows) if r.paper == PAPER_TABLE5[12]), None))
+        elif table == 6:
+            if row.chain:
+                references.append(find(architecture=row.network.architecture, chain=()))
+            elif row.network.architecture != NNUNET:
+                references.append(find(architecture=NNUNET, chain=()))
+        else:
+            setting = {"test_set": row.test_set, "phase": row.phase}
+            if row.network.architecture == GRADUAL:
+                references.append(find(architecture="UpAttLLSTM", chain=row.chain, **setting))
+            if row.chain:
+                references.append(find(architecture=row.network.architecture, chain=(), **setting))
+        pairs += [(index, reference) for reference in references if reference is not None and reference != index]
+    return pairs
+
+
+def judge(method: Mapping, reference: Mapping, higher_is_better: bool) -> str:
+    """report.verdict on one metric's aggregate ('not judged' without values in both rows)."""
+    if method["mean"] is None or reference["mean"] is None:
+        return "not judged (no value)"
+    return verdict(method, reference) if higher_is_better else verdict(
+        {**method, "mean": -method["mean"]}, {**reference, "mean": -reference["mean"]})
+
+
+def read_reference_results(path: str) -> Dict[str, Dict]:
+    """Row key -> metrics of a committed table JSON (e.g. benchmarks/results/clot_quick_table6.json: one run on
+    the `easy` preset); {} when there is no such file."""
+    if not path or not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        saved = json.load(f)
+    return {row["key"]: row["metrics"] for row in saved["rows"] if row.get("metrics")}
+
+
 def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -361,11 +486,19 @@ TABLE_TITLES = {5: "Table 5: AttLLSTM and the number of slices",
 
 def setting_notes(table: int, profile: ClotProfile) -> List[str]:
     """What differs from the paper, said once per report."""
-    notes = [f"Synthetic clot cohort ({profile.train_per_center} training and {profile.test_per_center} test cases "
-             f"per center, field of view {profile.size} mm, seed {profile.seed}); trained on centers A+B (the paper's "
-             f"CHSF+MATAR), one run per row; center C (SWI in the SWAN slot, black PHASE: the paper's FOCH (SWI)) "
-             "is test-only. Clot networks: template `" + profile.template + f"`, {profile.epochs} epochs x "
-             f"{profile.iterations_per_epoch} iterations; nnU-Net: 3d_fullres with `nnUNetPlans_CPU`, same budget.",
+    pixel = profile.training_pixel_area_mm2
+    notes = [f"Synthetic clot cohort, preset `{profile.preset}` ({profile.train_per_center} training and "
+             f"{profile.test_per_center} test cases per center, field of view {profile.size} mm, seed {profile.seed}); "
+             "trained on centers A+B (the paper's CHSF+MATAR); center C (SWI in the SWAN slot, black PHASE: the "
+             "paper's FOCH (SWI)) is test-only. Clot networks: template `" + profile.template + f"`, {profile.epochs} "
+             f"epochs x {profile.iterations_per_epoch} iterations; nnU-Net: 3d_fullres with `nnUNetPlans_CPU`, same "
+             "budget.",
+             f"Runs: {profile.runs} per row on the same cohort; run k trains nnU-Net fold k-1 (the same training and "
+             f"validation cases in every fold) with NNUNET_EXT_SEED = {profile.seed} + k-1, and everything downstream "
+             "(the lesion model, the fine-tune's starting point, predictions, post-processing) is that run's. Cells: "
+             "mean ± std across runs (population std); a size without any FP/FN in a run leaves that run out of the "
+             "size's mean. Verdicts: a row is better or worse than its reference only where the means differ by more "
+             "than the sum of the two rows' stds; otherwise 'no clear difference'.",
              "Columns: FP/FN count = mean per case; FP/FN size = mean size (mm^3) of the false-positive components / "
              "missed clots of the group (the paper's size unit is not stated, probably pixels: not comparable); "
              "Dice = mean per case; Det. = mean per-case detection rate (lesion matching: any overlap). "
@@ -374,10 +507,19 @@ def setting_notes(table: int, profile: ClotProfile) -> List[str]:
              f"Slice counts: the CPU template's patch has {profile.default_slices} slices where the paper's has 12, "
              "so Table 5's 10/12/14 become " + "/".join(str(o) for o, _ in profile.slices) + " (scaled by "
              f"{profile.default_slices}/12); Tables 6 and 7 use {profile.default_slices}."]
+    if table in (6, 7):
+        notes.append(f"Min (paper 4.2.4: eliminate the predicted objects smaller than n_min pixels; Table 4: n_min = "
+                     f"{PAPER_MIN_SIZE_PX}) is the first step of every post-processed row; no column of Tables 6-7 "
+                     "switches it, so rows marked '-' are raw and every other row starts with it. Scaled by in-plane "
+                     f"area: {PAPER_MIN_SIZE_PX} pixels of ~{PAPER_PIXEL_MM} mm are "
+                     f"{PAPER_MIN_SIZE_PX * PAPER_PIXEL_MM ** 2:.2f} mm^2; the training centers' mean pixel is "
+                     f"{pixel:.3f} mm^2, so n_min = round({PAPER_MIN_SIZE_PX * PAPER_PIXEL_MM ** 2:.2f} / {pixel:.3f}) "
+                     f"= {profile.min_size_voxels} voxels (26-connected). By area, not volume: the paper counts "
+                     "pixels and does not state its slice thickness.")
     if table == 6:
-        lesion = ("a stock nnU-Net 3d_fullres model (CPU plans, same budget) trained on DWI alone with the lesion "
-                  "labels of A+B (the paper: a separate nnU-Net lesion model)" if profile.lesion_source == "model"
-                  else "the reference lesion (oracle: the rows are marked)")
+        lesion = ("a stock nnU-Net 3d_fullres model (CPU plans, same budget, one per run) trained on DWI alone with "
+                  "the lesion labels of A+B (the paper: a separate nnU-Net lesion model)"
+                  if profile.lesion_source == "model" else "the reference lesion (oracle: the rows are marked)")
         notes.append(f"Post-processing (paper 4.2.4): Lesion = keep the objects within d of the closest object's "
                      f"distance to the lesion centroid, d = {profile.lesion_distance_mm} mm (the paper's 20 pixels "
                      f"of a 256-pixel crop, scaled to the {profile.size} mm field of view); lesion mask from {lesion}. "
@@ -390,53 +532,126 @@ def setting_notes(table: int, profile: ClotProfile) -> List[str]:
     return notes
 
 
-def write_clot_report(table: int, profile: ClotProfile, rows: Sequence[Row], results: Mapping[str, Dict],
-                      out_prefix: str, command: str, provenance: Mapping, extra_notes: Sequence[str] = ()
+def _cell(stats: Mapping, digits: int) -> str:
+    """'0.60 ± 0.10' (one run: '0.60')."""
+    if stats["mean"] is None:
+        return "-"
+    if stats["runs"] < 2:
+        return _fmt(stats["mean"], digits)
+    return f"{_fmt(stats['mean'], digits)} ± {_fmt(stats['std_runs'], digits)}"
+
+
+def _values(stats: Mapping, digits: int = 2) -> str:
+    return ", ".join(_fmt(v, digits) for v in stats["values"])
+
+
+def write_clot_report(table: int, profile: ClotProfile, rows: Sequence[Row],
+                      results: Mapping[str, Sequence[Optional[Dict]]], out_prefix: str, command: str,
+                      provenance: Mapping, extra_notes: Sequence[str] = (),
+                      reference: Optional[Mapping[str, Mapping]] = None, reference_label: str = ""
                       ) -> Dict[str, str]:
-    """Write <out_prefix>.md/.csv/.json for the rows; rows without a result are listed as not run."""
+    """Write <out_prefix>.md/.csv/.json. `results`: row key -> one result per run (None: not finished); a row's
+    missing runs are named. `reference`: row key -> metrics of another run of the table (the committed one-run
+    results on the `easy` preset), shown in a section of its own."""
     footnotes: List[str] = []
     notes = setting_notes(table, profile) + list(extra_notes)
-    header = ["#", "model", "test set", "PHASE", "post-proc."]
-    for title in ("FP n", "FP size", "FN n", "FN size", "Dice", "Det."):
-        header += [f"{title} P", f"{title} D"]
-    header += ["Dice all", "Det. all", "cases P/D", "paper Dice P / D", "paper Det. P / D"]
-    lines = [f"# {TABLE_TITLES[table]} (synthetic clot cohort, profile `{profile.name}`)", "",
-             f"Command: `{command}`", ""] + [f"- {note}" for note in notes] + [
+    header = ["#", "model", "test set", "PHASE", "post-proc.", "runs"]
+    for metric in METRICS:
+        header += [f"{METRIC_TITLES[metric]} P", f"{METRIC_TITLES[metric]} D"]
+    header += ["Dice all", "Det. all", "Dice all per run", "cases P/D", "paper Dice P / D", "paper Det. P / D"]
+    lines = [f"# {TABLE_TITLES[table]} (synthetic clot cohort `{profile.preset}`, profile `{profile.name}`, "
+             f"{profile.runs} runs per row)", "", f"Command: `{command}`", ""] + [f"- {note}" for note in notes] + [
         "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    csv_rows, json_rows = [], []
+    csv_rows, json_rows, aggregates, missing_lines = [], [], {}, []
     for number, row in enumerate(rows, start=1):
-        result = results.get(row.key)
-        metrics = result["metrics"] if result else None
-        cells = [str(number), model_label(row, profile), TEST_SET_LABELS[row.test_set], row.phase, row.postprocessing]
-        if metrics is None:
+        run_results = list(results.get(row.key) or [None] * profile.runs)
+        finished = [r for r in run_results if r is not None]
+        aggregate = aggregate_runs([r and r["metrics"] for r in run_results]) if finished else None
+        aggregates[row.key] = aggregate
+        missing = missing_text(run_results)
+        if missing:
+            missing_lines.append(f"- row {number} ({model_label(row, profile)}, {row.postprocessing}): {missing}")
+        cells = [str(number), model_label(row, profile), TEST_SET_LABELS[row.test_set], row.phase, row.postprocessing,
+                 f"{len(finished)}/{len(run_results)}" + (f" ({missing})" if missing else "")]
+        if aggregate is None:
             cells += ["not run"] + [""] * (len(header) - len(cells) - 3)
         else:
             for metric in METRICS:
                 digits = 1 if "size" in metric else 2
-                cells += [_fmt(metrics["proximal"][metric], digits), _fmt(metrics["distal"][metric], digits)]
-            cells += [_fmt(metrics["all"]["dice"]), _fmt(metrics["all"]["detection"]),
-                      f"{metrics['proximal']['cases']}/{metrics['distal']['cases']}"]
+                cells += [_cell(aggregate["proximal"][metric], digits), _cell(aggregate["distal"][metric], digits)]
+            cells += [_cell(aggregate["all"]["dice"], 2), _cell(aggregate["all"]["detection"], 2),
+                      _values(aggregate["all"]["dice"]), f"{aggregate['proximal']['cases']}/"
+                                                         f"{aggregate['distal']['cases']}"]
         cells += [paper_text(row.paper, "dice", footnotes), paper_text(row.paper, "det", footnotes)]
         lines.append("| " + " | ".join(cells) + " |")
         record = {"row": number, "key": row.key, "model": model_label(row, profile),
                   "architecture": row.network.architecture, "slices": row.network.slices,
-                  "test_set": row.test_set, "phase": row.phase, "postprocessing": row.postprocessing}
+                  "test_set": row.test_set, "phase": row.phase, "postprocessing": row.postprocessing,
+                  "runs_finished": len(finished), "runs": len(run_results), "missing": missing}
         flat = dict(record)
         for group in GROUPS:
-            for metric in METRICS + ("cases",):
-                flat[f"{metric}_{group}"] = None if metrics is None else metrics[group][metric]
+            for metric in METRICS:
+                stats = None if aggregate is None else aggregate[group][metric]
+                flat[f"{metric}_{group}"] = None if stats is None else stats["mean"]
+                flat[f"{metric}_{group}_std"] = None if stats is None else stats["std_runs"]
+                flat[f"{metric}_{group}_runs"] = None if stats is None else ";".join(
+                    "" if v is None else repr(v) for v in stats["values"])
+            flat[f"cases_{group}"] = None if aggregate is None else aggregate[group]["cases"]
         paper = row.paper or PaperRow("")
         flat.update({"paper_dice_P": paper.dice[0], "paper_dice_D": paper.dice[1], "paper_dice_all": paper.dice_all,
                      "paper_det_P": paper.det[0], "paper_det_D": paper.det[1], "paper_det_all": paper.det_all,
                      "paper_source": paper.source, "paper_uncertain": paper.uncertain})
         csv_rows.append(flat)
-        json_rows.append({**record, "metrics": metrics, "paper": asdict(row.paper) if row.paper else None,
-                          "result": result and {k: result[k] for k in ("trainer", "plans", "commands", "folders")
-                                                if k in result}})
+        json_rows.append({**record, "metrics": aggregate, "run_metrics": [r and r["metrics"] for r in run_results],
+                          "paper": asdict(row.paper) if row.paper else None,
+                          "result": finished[0] and {k: finished[0][k] for k in ("trainer", "plans", "commands",
+                                                                                  "folders") if k in finished[0]}
+                          if finished else None,
+                          "reference": (reference or {}).get(row.key)})
     if footnotes:
         lines += [""] + [f"?[{i}] {text}." for i, text in enumerate(footnotes, start=1)]
-    lines += ["", f"Versions: {provenance['versions']}; seed {provenance.get('seed')}.", ""]
+    if missing_lines:
+        lines += ["", "Missing runs (the cells above are over the finished runs only):", ""] + missing_lines
+
+    verdicts = []
+    pairs = table_comparisons(table, rows)
+    if pairs:
+        lines += ["", "Verdicts (mean ± std across runs; better / worse only beyond the sum of the stds; FP n: fewer "
+                      "is better):", ""]
+    for index, ref_index in pairs:
+        method, base = aggregates[rows[index].key], aggregates[rows[ref_index].key]
+        if method is None or base is None:
+            continue
+        parts, record = [], {"row": index + 1, "reference": ref_index + 1}
+        for metric, group, higher in JUDGED:
+            said = judge(method[group][metric], base[group][metric], higher)
+            record[f"{metric}_{group}"] = said
+            parts.append(f"{METRIC_TITLES[metric]} {group} {_cell(method[group][metric], 2)} vs "
+                         f"{_cell(base[group][metric], 2)}: {said}")
+        verdicts.append(record)
+        lines.append(f"- row {index + 1} vs row {ref_index + 1} ({model_label(rows[index], profile)}, "
+                     f"{rows[index].postprocessing} vs {model_label(rows[ref_index], profile)}, "
+                     f"{rows[ref_index].postprocessing}): " + "; ".join(parts))
+
+    if reference:
+        lines += ["", f"## Beside: {reference_label or 'reference results'}", "",
+                  "| # | model | test set | PHASE | post-proc. | Dice P | Dice D | Dice all | Det. all | FP n all | "
+                  f"this table: Dice all ({profile.preset}) |", "|" + "---|" * 11]
+        for number, row in enumerate(rows, start=1):
+            old = reference.get(row.key)
+            now = aggregates[row.key]
+            if old is None:
+                cells = ["-"] * 5
+            else:
+                cells = [_fmt(old["proximal"]["dice"]), _fmt(old["distal"]["dice"]), _fmt(old["all"]["dice"]),
+                         _fmt(old["all"]["detection"]), _fmt(old["all"]["fp_count"])]
+            post = "-" if not row.chain else "+".join(row.chain)
+            now_text = "-" if now is None else _cell(now["all"]["dice"], 2)
+            lines.append(f"| {number} | {model_label(row, profile)} | {TEST_SET_LABELS[row.test_set]} | {row.phase} | "
+                         f"{post} | " + " | ".join(cells) + f" | {now_text} |")
+    lines += ["", f"Versions: {provenance['versions']}; seed {provenance.get('seed')} (+ run - 1).", ""]
     paths = write_table_files(out_prefix, lines, csv_rows, {
         "table": table, "profile": asdict(profile), "command": command, "provenance": dict(provenance),
-        "notes": notes, "rows": json_rows})
+        "notes": notes, "rows": json_rows, "verdicts": verdicts, "reference_label": reference_label if reference
+        else None})
     return paths

@@ -40,6 +40,40 @@ def upsample_tokens(tokens: torch.Tensor, grid: Sequence[int], factor: int) -> t
     return torch.cat([tokens[:, :1], patches.flatten(2).transpose(1, 2)], dim=1)
 
 
+def _integer_factor(coarse: Sequence[int], fine: Sequence[int]) -> Optional[int]:
+    """r if fine == r * coarse in every axis (one r), else None."""
+    factors = {f // c for c, f in zip(coarse, fine) if c > 0 and f % c == 0}
+    if len(factors) != 1 or any(f % c for c, f in zip(coarse, fine)):
+        return None
+    return factors.pop()
+
+
+def conv_of_nearest_upsampling(x: torch.Tensor, weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """conv2d(Up_nearest(x, factor), weight, padding=k // 2) without building the upsampled map.
+
+    Nearest upsampling is a transposed convolution with a factor x factor box of ones at stride `factor`, so the
+    two compose into one transposed convolution whose kernel is the k x k kernel summed over that box
+    ((k + factor - 1)^2 taps at stride `factor`: ~(1 + (factor - 1)/k)^2 / factor^2 of the direct cost). Same
+    zero padding at the borders, so the result equals the direct computation up to float rounding. 2D only.
+    """
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"expected a 2D input and kernel, got shapes {tuple(x.shape)} and {tuple(weight.shape)}")
+    kernel = weight.shape[-1]
+    if weight.shape[-2] != kernel or kernel % 2 == 0:
+        raise ValueError(f"expected a square odd kernel, got {tuple(weight.shape[-2:])}")
+    if factor == 1:
+        return F.conv2d(x, weight, padding=kernel // 2)
+    length = kernel + factor - 1
+    flipped = weight.flip(-2, -1)
+    composed = weight.new_zeros((*weight.shape[:2], length, length))
+    for dy in range(factor):
+        for dx in range(factor):
+            composed[..., dy:dy + kernel, dx:dx + kernel] += flipped
+    # conv_transpose2d spreads x[q] over outputs p = factor * q - pad + j with weight [in, out, j]: output p
+    # gets W[t - j + 2 pad] from every box offset t, i.e. the flipped kernel shifted by t
+    return F.conv_transpose2d(x, composed.transpose(0, 1), stride=factor, padding=kernel // 2)
+
+
 def _token_mlp(dim: int, hidden: int) -> nn.Module:
     """One Linear(D -> D) when hidden == 0 (methods.md's default for Q, K, V), else Linear-GELU-Linear."""
     if hidden < 0:
@@ -173,5 +207,13 @@ class UpBlock(nn.Module):
         self.output_channels = output_channels
 
     def forward(self, features: torch.Tensor, skip_image: torch.Tensor) -> torch.Tensor:
-        upsampled = upsample_to(features, skip_image.shape[2:], self.upsample_mode)
-        return self.fuse(torch.cat([upsampled, self.skip(skip_image)], dim=1))
+        factor = _integer_factor(features.shape[2:], skip_image.shape[2:])
+        if self.upsample_mode != "nearest" or factor is None or factor == 1:
+            upsampled = upsample_to(features, skip_image.shape[2:], self.upsample_mode)
+            return self.fuse(torch.cat([upsampled, self.skip(skip_image)], dim=1))
+        # Conv(Up_nearest(F)) on the coarse grid: one transposed convolution, without the r^2-times larger map
+        conv = self.fuse.conv
+        attention_weight = conv.weight[:, :features.shape[1]]
+        fused = conv_of_nearest_upsampling(features, attention_weight, factor)
+        fused = fused + conv._conv_forward(self.skip(skip_image), conv.weight[:, features.shape[1]:], conv.bias)
+        return self.fuse.all_modules[1:](fused)  # what follows the convolution: (dropout,) ELU, norm

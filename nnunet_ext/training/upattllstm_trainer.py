@@ -35,6 +35,11 @@ from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDr
 
 AUGMENTATION_PROBABILITY = 0.4  # paper: flips and Gaussian noise "each chosen with 40 % probability"
 CLOT_FREE_ATTEMPTS = 20
+# configuration key of the patch the clot trainers crop; `patch_size` is what nnU-Net's predictor tiles with
+# (more slices: the recurrence runs over a whole stack at inference). Absent in older plans: patch_size.
+TRAINING_PATCH_KEY = "training_patch_size"
+# crops drawn from each image of a batch (Table 4's "Batch's crops"); absent: 1
+CROPS_PER_IMAGE_KEY = "crops_per_image"
 DEFAULT_DROPPABLE = ("PHASE",)
 
 
@@ -62,6 +67,21 @@ class ClotPairDataLoader(nnUNetDataLoader):
     """
 
     clot_free_misses: int = 0
+
+    def __init__(self, *args, crops_per_image: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if crops_per_image < 1 or self.batch_size % crops_per_image:
+            raise ValueError(f"a batch of {self.batch_size} crops cannot hold {crops_per_image} crops per image")
+        self.crops_per_image = crops_per_image
+
+    def get_indices(self):
+        """batch_size / crops_per_image images, each repeated crops_per_image times and interleaved ([a, b, a, b,
+        ...]), so that the clot-free first half and the clot-holding second half both take crops of every image."""
+        if self.crops_per_image == 1:
+            return super().get_indices()
+        images = np.random.choice(self.indices, self.batch_size // self.crops_per_image, replace=True,
+                                  p=self.sampling_probabilities)
+        return list(images) * self.crops_per_image
 
     def get_bbox(self, data_shape: np.ndarray, force_fg: bool, class_locations: Union[dict, None],
                  overwrite_class: Union[int, Tuple[int, ...]] = None, verbose: bool = False):
@@ -127,13 +147,23 @@ class UpAttLLSTMTraining:
     def collect_settings(self) -> Dict:
         return {**super().collect_settings(),
                 "clot_sampling": {"oversample_foreground_percent": self.clot_oversample,
-                                  "others": "drawn without foreground"},
+                                  "others": "drawn without foreground", "crops_per_image": self.crops_per_image,
+                                  "training_patch_size": self.training_patch_size},
                 "augmentation": {"flip_probability_per_axis": AUGMENTATION_PROBABILITY,
                                  "gaussian_noise_probability": AUGMENTATION_PROBABILITY}}
 
+    @property
+    def training_patch_size(self) -> List[int]:
+        configuration = self.configuration_manager.configuration
+        return list(configuration.get(TRAINING_PATCH_KEY, configuration["patch_size"]))
+
+    @property
+    def crops_per_image(self) -> int:
+        return int(self.configuration_manager.configuration.get(CROPS_PER_IMAGE_KEY, 1))
+
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         # no rotation or scaling: the loader crops the final patch directly
-        patch_size = self.configuration_manager.patch_size
+        patch_size = self.training_patch_size
         mirror_axes = tuple(range(len(patch_size)))
         self.inference_allowed_mirroring_axes = mirror_axes
         return None, False, list(patch_size), mirror_axes
@@ -150,8 +180,9 @@ class UpAttLLSTMTraining:
 
     def get_dataloaders(self):
         # nnUNetTrainer.get_dataloaders has no hook for the loader class, so this is its body with
-        # ClotPairDataLoader for training (no deep supervision, no cascade, no rotation: see above)
-        patch_size = self.configuration_manager.patch_size
+        # ClotPairDataLoader for training (no deep supervision, no cascade, no rotation: see above), and the
+        # training patch for both loaders
+        patch_size = self.training_patch_size
         _, _, initial_patch_size, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         labels = self.label_manager
         regions = labels.foreground_regions if labels.has_regions else None
@@ -163,13 +194,16 @@ class UpAttLLSTMTraining:
                                                                foreground_labels=labels.foreground_labels,
                                                                regions=regions, ignore_label=labels.ignore_label)
         dataset_train, dataset_validation = self.get_tr_and_val_datasets()
-        loaders = [loader_class(dataset, self.batch_size, size, patch_size, labels,
-                                oversample_foreground_percent=self.oversample_foreground_percent,
-                                sampling_probabilities=None, pad_sides=None, transforms=transforms,
-                                probabilistic_oversampling=self.probabilistic_oversampling)
-                   for loader_class, dataset, size, transforms in (
-                       (ClotPairDataLoader, dataset_train, initial_patch_size, train_transforms),
-                       (nnUNetDataLoader, dataset_validation, patch_size, validation_transforms))]
+        crops = self.crops_per_image
+        loaders = [ClotPairDataLoader(dataset_train, self.batch_size * crops, initial_patch_size, patch_size, labels,
+                                      oversample_foreground_percent=self.oversample_foreground_percent,
+                                      sampling_probabilities=None, pad_sides=None, transforms=train_transforms,
+                                      probabilistic_oversampling=self.probabilistic_oversampling,
+                                      crops_per_image=crops),
+                   nnUNetDataLoader(dataset_validation, self.batch_size, patch_size, patch_size, labels,
+                                    oversample_foreground_percent=self.oversample_foreground_percent,
+                                    sampling_probabilities=None, pad_sides=None, transforms=validation_transforms,
+                                    probabilistic_oversampling=self.probabilistic_oversampling)]
         processes = get_allowed_n_proc_DA()
         if processes == 0:
             augmenters = [SingleThreadedAugmenter(loader, None) for loader in loaders]
