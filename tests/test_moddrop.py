@@ -1,7 +1,10 @@
 """ModDrop+ dynamic first convolution and ModDrop++ co-training."""
 import copy
+import glob
 import json
+import math
 import os
+import re
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ from torch import nn
 
 from nnunet_ext.losses.similarity import feature_dissimilarity, ssim
 from nnunet_ext.networks.dynamic_head import (DynamicFirstConv, find_dynamic_head, modality_code_from_input,
-                                              using_modality_code, wrap_first_convolution)
+                                              training_modality_code, using_modality_code, wrap_first_convolution)
 from nnunet_ext.training.variants import trainer_variant
 
 
@@ -118,6 +121,46 @@ def test_ssim_and_dissimilarity():
         ssim(a, a[:, :2])
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 12, 12, 12), (2, 4, 24, 24)])
+def test_ssim_is_float32_under_low_precision_autocast(shape):
+    """Under autocast the blurs would run in half precision, where E[a^2] - mu^2 cancels (CUDA: float16; here
+    CPU bfloat16, coarser still). Features with an offset much larger than their local variation, as a first
+    convolution's output with a bias has, make the cancellation visible: half-precision SSIM leaves [0, 1]."""
+    generator = torch.Generator().manual_seed(3)
+    a = 4.0 + 0.05 * torch.randn(*shape, generator=generator)
+    b = a + 0.02 * torch.randn(*shape, generator=generator)
+    reference = ssim(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = ssim(a, b)
+        dissimilarity = feature_dissimilarity(a, b)
+        mse = feature_dissimilarity(a, b, "mse")
+    assert under_autocast.dtype == torch.float32 and dissimilarity.dtype == torch.float32
+    assert float(under_autocast) == float(reference) and float(dissimilarity) == float(1.0 - reference)
+    assert float(mse) == pytest.approx(float(F.mse_loss(a, b)), rel=1e-6)
+    # half-precision inputs (what a network under autocast hands over) are upcast, and gradients reach them
+    a_half = a.bfloat16().requires_grad_()
+    value = ssim(a_half, b.bfloat16())
+    value.backward()
+    assert value.dtype == torch.float32 and a_half.grad is not None and torch.isfinite(a_half.grad).all()
+    assert value.item() == pytest.approx(ssim(a.bfloat16().float(), b.bfloat16().float()).item(), abs=1e-7)
+
+
+@pytest.mark.parametrize("kept,zero_in_data,expected", [
+    ([[1, 1, 1], [1, 1, 1]], [], [[1, 1, 1], [1, 1, 1]]),
+    ([[1, 0, 1], [1, 1, 1]], [], [[1, 0, 1], [1, 1, 1]]),                 # dropped by the draw
+    ([[1, 1, 1], [1, 1, 1]], [(1, 2)], [[1, 1, 1], [1, 1, 0]]),           # B0 absent in the data of sample 1
+    ([[1, 0, 1], [1, 0, 1]], [(0, 2), (1, 1)], [[1, 0, 0], [1, 0, 1]]),   # both, overlapping
+])
+def test_training_code_is_the_draw_and_the_data(kept, zero_in_data, expected):
+    x = torch.randn(2, 3, 4, 4, 4)
+    for sample, channel in zero_in_data:
+        x[sample, channel] = 0
+    code = training_modality_code(torch.tensor(kept, dtype=torch.bool), x)
+    assert torch.equal(code, torch.tensor(expected, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"\(2, 2\) does not match data of shape \(2, 3, 4, 4, 4\)"):
+        training_modality_code(torch.ones(2, 2, dtype=torch.bool), x)
+
+
 # ---- trainers, in process and through the stock CLI ------------------------------------------------------
 
 @pytest.fixture
@@ -163,6 +206,30 @@ def test_moddrop_plus_trains_with_the_code_of_its_draw(make_trainer):
     # code 0 exactly where the network received an all-zero ADC (dropout factor 0, no noise)
     assert torch.equal(codes[:, adc] == 0, inputs[:, adc].flatten(1).abs().amax(1) == 0)
     assert head._stated_code is None  # the stated code does not leak into validation or inference
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerModDropPlus_p08_8epochs", "nnUNetTrainerModDropPlusPlus_p08_8epochs"])
+def test_a_channel_zero_in_the_data_is_absent_in_training_as_at_inference(make_trainer, name):
+    """Sample 0 comes from a center without B0 (zero in the data itself; only ADC is droppable). Training must
+    state the code that validation and inference read off the same input: B0 absent for sample 0."""
+    trainer = make_trainer(name)
+    head = find_dynamic_head(trainer.network)
+    seen = []
+    head.register_forward_pre_hook(lambda module, args: seen.append((module._stated_code.clone(), args[0].clone())))
+    b0 = trainer.modality_dropout.channel_names.index("B0")
+    for step in range(4):
+        data, targets = _batch(trainer, seed=step)
+        data[0, b0] = 0
+        trainer.train_step({"data": data, "target": targets})
+    codes = torch.cat([code for code, _ in seen])
+    inputs = torch.cat([x for _, x in seen])
+    # every forward sample (ModDrop++: full and dropped halves) has the code inference would read
+    assert torch.equal(codes, modality_code_from_input(inputs))
+    samples_without_b0 = inputs[:, b0].flatten(1).abs().amax(1) == 0
+    assert int(samples_without_b0.sum()) == len(codes) // 2  # sample 0 of every batch (and of both halves)
+    assert torch.equal(codes[:, b0], (~samples_without_b0).float())
+    adc = trainer.modality_dropout.droppable_indices[0]
+    assert 0 < int((codes[:, adc] == 0).sum()) < len(codes)  # the draw still drops ADC
 
 
 def test_cotraining_loss_is_finite_decreases_and_switches_off_at_weight_zero(make_trainer, monkeypatch):
@@ -218,3 +285,25 @@ def test_stock_train_continue_and_predict_with_adc_missing(nnunet_workspace, tmp
                           "-npp", "1", "-nps", "1", "--missing", "ADC"])
     assert sorted(f for f in os.listdir(output) if f.endswith(".nii.gz")) == \
         [f"stroke_{c}_003.nii.gz" for c in "ABCD"]
+
+
+def test_stock_train_runs_moddrop_plus_plus_end_to_end(nnunet_workspace):
+    """ModDrop++'s own train_step (full and dropped batch, co-training loss) through nnUNetv2_train: every
+    epoch trains and logs a finite co-training term, and the final checkpoint is finite. (Prediction with this
+    network, the same as ModDrop+'s, is tested above; nnU-Net's final validation is skipped to save CI time.)"""
+    trainer = "nnUNetTrainerModDropPlusPlus_p05_8epochs"
+    nnunet_workspace.run(nnunet_workspace.train_command(trainer),
+                         {"NNUNET_EXT_COTRAINING_WEIGHT": "0.3", "NNUNET_EXT_FINAL_VALIDATION": "0"})
+    fold = os.path.join(nnunet_workspace.results_folder(trainer), "fold_0")
+    log = open(sorted(glob.glob(os.path.join(fold, "training_log_*.txt")))[-1]).read()
+    terms = [float(v) for v in re.findall(r"co-training: mean ssim dissimilarity ([-0-9.naninf]+) \(weight 0\.3\)",
+                                         log)]
+    assert len(terms) == 8 and all(math.isfinite(t) and 0 <= t <= 2 for t in terms) and max(terms) > 0
+    train_losses = [float(v) for v in re.findall(r"train_loss ([-0-9.naninf]+)", log)]
+    assert len(train_losses) == 8 and all(math.isfinite(v) for v in train_losses)
+    checkpoint = torch.load(os.path.join(fold, "checkpoint_final.pth"), weights_only=False, map_location="cpu")
+    assert checkpoint["trainer_name"] == trainer and checkpoint["current_epoch"] == 8
+    assert any("controller" in k for k in checkpoint["network_weights"])
+    assert all(torch.isfinite(v).all() for v in checkpoint["network_weights"].values() if v.is_floating_point())
+    settings = json.load(open(os.path.join(fold, "nnunet_ext_settings.json")))["settings"]
+    assert settings["cotraining"] == {"weight": 0.3, "similarity": "ssim"}

@@ -7,11 +7,11 @@ grouped convolution. The controller starts at A = 0, a = 1 (identity scales), so
 computes what the unwrapped one did; the public code's N(0, 0.02) start would switch nnU-Net's He-initialised
 first layer almost off (a documented deviation, methods.md 2.1).
 
-Where the code comes from: a trainer states it for the forward passes it runs (`using_modality_code`, from
-its dropout draw); otherwise -- validation, the stock predictor and its sliding window -- it is derived from
-the input: a channel that is exactly zero over the whole patch is absent. An all-background patch is zero in
-every channel after nnU-Net's masked normalisation, so its code is all zeros and its kernel is scaled by the
-controller's bias alone (a = 1 at the start); such a patch carries no image content either way.
+Where the code comes from: a trainer states it for the forward passes it runs (`using_modality_code`: its
+dropout draw AND the channels present in the data, `training_modality_code`); otherwise -- validation, the
+stock predictor and its sliding window -- it is derived from the input: a channel that is exactly zero over
+the whole patch is absent. An all-background patch is zero in every channel after nnU-Net's masked
+normalisation, so its code is all zeros and its kernel is scaled by the controller's bias alone (a = 1 at the start); such a patch carries no image content either way.
 """
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Union
@@ -26,6 +26,19 @@ ConvNd = Union[nn.Conv2d, nn.Conv3d]
 def modality_code_from_input(x: torch.Tensor) -> torch.Tensor:
     """[batch, channels] float code: 1 where a sample's channel has any nonzero voxel, else 0."""
     return (x.detach().flatten(2).abs().amax(dim=2) > 0).to(x.dtype)
+
+
+def training_modality_code(kept: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Code of a training batch: 1 where the dropout draw kept the channel AND the data has it.
+
+    The draw alone would call a channel present that is zero in the data itself (a center without B0), while
+    validation and inference, which read the code off the input, call it absent; the product makes training
+    see the code inference will. `kept`: bool or float [batch, channels]; `x`: the batch [batch, channels, ...]
+    (on the device it will run on, so that reading the code costs no copy)."""
+    if tuple(kept.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"a draw for [batch, channels] = {tuple(kept.shape)} does not match data of shape "
+                         f"{tuple(x.shape)}")
+    return kept.to(device=x.device, dtype=x.dtype) * modality_code_from_input(x)
 
 
 class DynamicFirstConv(nn.Module):

@@ -1,8 +1,10 @@
 """ModDrop+ and ModDrop++ in nnU-Net: a modality-code-conditioned first convolution (methods.md 2).
 
 ModDrop+ = the dynamic head with MultiUnet-style dropout (factor 0, exact zeros, channels chosen by name);
-the trainer states each sample's code from its dropout draw (1 = kept). At inference the code is read off
-the input (an all-zero channel is absent), so the stock predictor and its sliding window need nothing else.
+the trainer states each sample's code: 1 where its dropout draw kept the channel and the data has it (a channel
+that is zero in the data itself, e.g. a center without B0, is absent, as inference will read it). At inference
+the code is read off the input (an all-zero channel is absent), so the stock predictor and its sliding window
+need nothing else.
 ModDrop++ adds intra-subject co-training: every batch goes through the same weights full and dropped,
 and the loss adds a dissimilarity of the two dynamic-head outputs to nnU-Net's loss on both outputs.
 
@@ -11,7 +13,7 @@ Settings read at start-up (and kept for --c like the others):
   NNUNET_EXT_COTRAINING_SIMILARITY  'ssim' (1 - SSIM, default) or 'mse'
 """
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,10 +23,12 @@ from torch import autocast
 
 from nnunet_ext.dropout.modality_dropout import ModalityDropoutDraw
 from nnunet_ext.losses.similarity import feature_dissimilarity
-from nnunet_ext.networks.dynamic_head import capturing_head_output, using_modality_code, wrap_first_convolution
+from nnunet_ext.networks.dynamic_head import (capturing_head_output, modality_code_from_input, training_modality_code,
+                                              using_modality_code, wrap_first_convolution)
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 
-CODE_RULE = {"training": "1 - dropout draw (dropped channels are exactly zero)",
+CODE_RULE = {"training": "1 where the dropout draw kept the channel and it has a nonzero voxel in the patch "
+                         "(dropped channels are exactly zero)",
              "inference": "1 where the channel has a nonzero voxel in the patch, else 0"}
 
 
@@ -45,8 +49,10 @@ class nnUNetTrainerModDropPlus(nnUNetTrainerModalityDropout):
         return {**super().collect_settings(), "modality_code": CODE_RULE}
 
     def optimisation_step(self, batch: dict, draw: ModalityDropoutDraw, full_data: Optional[torch.Tensor]) -> dict:
-        with using_modality_code(self.network, (~draw.dropped).float()):
-            return super().optimisation_step(batch, draw, full_data)
+        # on the device first, so the code is read there (nnUNetTrainer.train_step's own .to() is then a no-op)
+        data = torch.as_tensor(batch['data']).to(self.device, non_blocking=True)
+        with using_modality_code(self.network, training_modality_code(~draw.dropped, data)):
+            return super().optimisation_step({**batch, 'data': data}, draw, full_data)
 
 
 def _cotraining_settings_from_env() -> Dict:
@@ -79,15 +85,18 @@ class nnUNetTrainerModDropPlusPlus(nnUNetTrainerModDropPlus):
         super().restore_settings(settings)
         self.cotraining = settings["cotraining"]
 
-    def cotraining_loss(self, full_data: torch.Tensor, dropped_data: torch.Tensor, code: torch.Tensor, target):
+    def cotraining_loss(self, full_data: torch.Tensor, dropped_data: torch.Tensor, code: torch.Tensor,
+                        target: Union[torch.Tensor, List[torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor]:
         """nnU-Net's loss on the full and on the dropped batch, plus weight x dissimilarity of the two
-        dynamic-head outputs; returns (total, similarity term).
+        dynamic-head outputs; returns (total, similarity term). `code` is the dropped batch's code; the full
+        batch's is read off its data (a channel the data lacks is absent in both).
 
         Both go through the network as one batch of 2N: the same as two passes (instance norm is per sample),
         cheaper, and one forward per backward is what DDP supports."""
         n = full_data.shape[0]
+        full_code = modality_code_from_input(full_data)
         with capturing_head_output(self.network) as head:
-            with using_modality_code(self.network, torch.cat([torch.ones_like(code), code])):
+            with using_modality_code(self.network, torch.cat([full_code, code.to(full_code)])):
                 output = self.network(torch.cat([full_data, dropped_data]))
             features_full, features_dropped = head.last_output[:n], head.last_output[n:]
         if isinstance(output, (list, tuple)):  # deep supervision
@@ -109,7 +118,8 @@ class nnUNetTrainerModDropPlusPlus(nnUNetTrainerModDropPlus):
         dropped = batch['data'].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == 'cuda' else dummy_context():
-            loss, dissimilarity = self.cotraining_loss(full, dropped, (~draw.dropped).float(), target)
+            loss, dissimilarity = self.cotraining_loss(full, dropped, training_modality_code(~draw.dropped, full),
+                                                       target)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)

@@ -1,0 +1,119 @@
+"""benchmarks/gpu_check.py in CI: its pure pieces, and its training parts in their CPU form on the tiny cohort."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    path = os.path.join(HERE, "..", "benchmarks", "gpu_check.py")
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recompiles_are_counted_from_the_recompiles_log(gpu_check):
+    import torch._dynamo
+    torch._dynamo.reset()
+    double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)  # no C++ compiler needed
+    with gpu_check.counting_recompiles() as counter:
+        double(torch.ones(2))
+        double(torch.ones(2))      # same guards: no recompile
+        double(torch.ones(3))      # size guard fails
+        double(torch.ones(3, 2))   # rank guard fails
+    assert counter.count == 2
+    assert all(reason.startswith("Recompiling function <lambda>") for reason in counter.reasons)
+    double(torch.ones(5, 5, 5))    # after the block nothing is counted
+    assert counter.count == 2
+    assert gpu_check.recompile_limit() >= 1
+
+
+def test_skipped_scaler_steps_are_counted(gpu_check):
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    counter = gpu_check.ScalerStepCounter(scaler)
+    for value in (1.0, float("inf"), 1.0):  # the inf gradient makes the scaler skip that step
+        optimizer.zero_grad()
+        with counter.step():
+            scaler.scale((parameter * value).sum()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    assert (counter.steps, counter.skipped) == (3, 1)
+    disabled = gpu_check.ScalerStepCounter(None)  # CPU trainers have no scaler
+    with disabled.step():
+        pass
+    assert (disabled.steps, disabled.skipped) == (1, 0)
+
+
+@pytest.mark.parametrize("a,b,dice,both_empty", [
+    ([0, 0, 0, 0], [0, 0, 0, 0], 1.0, True),
+    ([1, 1, 0, 0], [1, 1, 0, 0], 1.0, False),
+    ([1, 1, 0, 0], [0, 1, 1, 0], 0.5, False),
+    ([1, 0, 0, 0], [0, 0, 0, 0], 0.0, False),
+])
+def test_segmentation_dice(gpu_check, a, b, dice, both_empty):
+    result = gpu_check.segmentation_dice(np.array(a), np.array(b))
+    assert result["dice"] == pytest.approx(dice) and result["both_empty"] == both_empty
+
+
+def test_budget_lets_a_part_start_only_with_enough_time_left(gpu_check):
+    now = [100.0]
+    budget = gpu_check.Budget(300, clock=lambda: now[0])
+    assert budget.allows(60)
+    now[0] += 250
+    assert budget.left() == pytest.approx(50) and not budget.allows(60)
+
+
+def _cpu_results(gpu_check, amp_skipped=0):
+    return {"profile": {"name": "ci", "iterations": 2}, "budget_s": 450, "wall_s": 12.0, "recompile_limit": 8,
+            "note": "no GPU this session", "device": {"type": "cpu", "description": "CPU (2 cores)"},
+            "families": [{"dataset": "stroke", "trainer": "nnUNetTrainer", "compile": False, "median_step_s": 0.2,
+                          "ratio_to_baseline": 1.0, "first_step_s": 0.3, "peak_memory_mb": None,
+                          "recompiles": None, "recompile_reasons": [], "losses_finite": True}],
+            "amp": {"steps": 4, "amp": False, "skipped_scaler_steps": amp_skipped, "losses_finite": True,
+                    "first_loss": 1.0, "last_loss": 0.9, "final_scale": None},
+            "skipped": ["prediction on CUDA vs CPU: no CUDA"],
+            "provenance": {"command": "python benchmarks/gpu_check.py", "versions": {"torch": torch.__version__}}}
+
+
+def test_report_says_cpu_only_what_was_skipped_and_what_failed(gpu_check):
+    results = _cpu_results(gpu_check)
+    text = "\n".join(gpu_check.render_markdown(results))
+    assert "Run on CPU only: no GPU was available (no GPU this session)" in text
+    assert "- prediction on CUDA vs CPU: no CUDA" in text and "in float32 (no AMP on CPU)" in text
+    assert "- ModDrop++ steps: pass" in text and "FAIL" not in text
+    assert gpu_check.verdicts(_cpu_results(gpu_check, amp_skipped=1))["ModDrop++ steps"] is False
+    compiled = _cpu_results(gpu_check)
+    compiled["families"][0].update(compile=True, recompiles=8)  # at the limit: dynamo runs it eagerly
+    assert gpu_check.verdicts(compiled)["nnUNetTrainer (compile)"] is False
+
+
+@pytest.fixture
+def stroke(nnunet_workspace, monkeypatch):
+    monkeypatch.setenv("nnUNet_preprocessed", nnunet_workspace.paths["nnUNet_preprocessed"])
+    monkeypatch.setenv("nnUNet_results", os.path.join(nnunet_workspace.root, "gpu_check_results"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_compile", "false")
+    folder = os.path.join(nnunet_workspace.paths["nnUNet_preprocessed"], "Dataset501_SyntheticStroke")
+    return json.load(open(os.path.join(folder, "nnUNetPlans_CPU.json"))), \
+        json.load(open(os.path.join(folder, "dataset.json")))
+
+
+def test_cpu_form_of_the_family_and_moddrop_plus_plus_parts(gpu_check, stroke):
+    plans, dataset_json = stroke
+    cpu = torch.device("cpu")
+    batches = gpu_check.fetch_batches(gpu_check.make_trainer("nnUNetTrainer", plans, dataset_json, cpu, False), 1)
+    row = gpu_check.train_family("nnUNetTrainerModDropPlusPlus_p05", plans, dataset_json, batches, cpu, True)
+    assert row["compile"] is False and row["recompiles"] is None  # nnU-Net never compiles on CPU
+    assert row["losses_finite"] and row["median_step_s"] > 0 and row["peak_memory_mb"] is None
+    assert type(row.pop("_trainer")).__name__ == "nnUNetTrainerModDropPlusPlus_p05"
+    amp = gpu_check.moddrop_plus_plus_amp(plans, dataset_json, batches, cpu, steps=2)
+    assert amp["steps"] == 2 and amp["amp"] is False and amp["skipped_scaler_steps"] == 0 and amp["losses_finite"]
