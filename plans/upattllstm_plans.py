@@ -103,14 +103,8 @@ def main(argv=None) -> None:
             plans = json.load(f)
         with open(os.path.join(folder, "dataset.json")) as f:
             dataset_json = json.load(f)
-        fingerprint_file = os.path.join(folder, "dataset_fingerprint.json")
-        fingerprint = None
-        if os.path.isfile(fingerprint_file):
-            with open(fingerprint_file) as f:
-                fingerprint = json.load(f)
         derived = derive_upattllstm_plans(plans, dataset_json, template, args.model, args.configuration,
-                                          args.plans_name, parse_role_overrides(args.role), args.slice_axis,
-                                          fingerprint)
+                                          args.plans_name, parse_role_overrides(args.role), args.slice_axis)
         parameters = count_parameters(build_network(derived, dataset_json, args.configuration))
     except (ValueError, RuntimeError, TypeError) as error:
         sys.exit(f"error: {error}")

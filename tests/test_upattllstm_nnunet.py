@@ -18,7 +18,6 @@ from nnunet_ext_plans import upattllstm_plans
 from nnunet_ext_plans.cpu_plans import load_template
 from nnunet_ext_plans.upattllstm_plans import (build_network, clip_patch, derive_upattllstm_plans, inference_patch,
                                                parse_role_overrides, resolve_channel_roles)
-from nnunet_ext.planning.upattllstm_plans import shortest_stack
 
 from conftest import NnunetWorkspace
 
@@ -195,7 +194,7 @@ def test_patch_is_clipped_to_the_data(patch, median, axis, multiple, expected):
 
 
 @pytest.mark.parametrize("slices,stack,expected", [
-    ("stack", 40, [40, 96, 96]),      # the shortest stack
+    ("stack", 39.5, [40, 96, 96]),    # the median stack, rounded up
     ("stack", 7.2, [12, 96, 96]),     # never fewer slices than the training patch
     ("patch", 40, [12, 96, 96]),      # tiled, as trained
     (64, 40, [64, 96, 96]),
@@ -204,16 +203,6 @@ def test_inference_patch_runs_the_recurrence_over_the_stack(slices, stack, expec
     assert inference_patch([12, 96, 96], stack, 0, slices) == expected
     # the recurrence over axis 1 (coronal)
     assert inference_patch([96, 12, 96], stack, 1, slices) == [expected[1], expected[0], expected[2]]
-
-
-def test_shortest_stack_is_read_from_the_fingerprint_as_nnunet_resamples_it():
-    plans = {"transpose_forward": [2, 0, 1], "configurations": {"3d_fullres": {"spacing": [2.0, 1.0, 1.0]}}}
-    fingerprint = {"shapes_after_crop": [[100, 90, 30], [80, 70, 44], [90, 90, 20]],  # original axis order
-                   "spacings": [[1.0, 1.0, 2.0], [1.0, 1.0, 1.5], [1.0, 1.0, 3.0]]}
-    # axis 2 comes first after transposing: 30 x 2/2 = 30, 44 x 1.5/2 = 33, 20 x 3/2 = 30
-    assert shortest_stack(plans, fingerprint, "3d_fullres", 0) == 30
-    assert shortest_stack(plans, fingerprint, "3d_fullres", 1) == 80  # original axis 0
-    assert shortest_stack(plans, None, "3d_fullres", 0) is None
 
 
 @pytest.mark.parametrize("bad", ["all", 0, -3, True, 2.5])
@@ -242,7 +231,7 @@ def _predictor(derived, network):
 
 
 def test_whole_stack_prediction_is_one_recurrent_pass_and_equals_tiled_where_they_agree():
-    """Through nnU-Net's predictor: (1) with stack windows a case of the shortest stack's length is one forward
+    """Through nnU-Net's predictor: (1) with stack windows a case of the median stack's length is one forward
     pass of the network over the whole case; (2) a case of the training patch's length gives the same logits tiled
     or as a stack when both windows hold it whole; (3) the per-slice front end (attention + Up block) gives a slice
     the same features whatever window holds it, so only the recurrence sees more context."""

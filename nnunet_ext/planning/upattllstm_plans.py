@@ -79,33 +79,17 @@ def clip_patch(patch: Sequence[int], median_size: Sequence[float], slice_axis: i
     return clipped
 
 
-def shortest_stack(plans: Mapping, fingerprint: Optional[Mapping], configuration: str, slice_axis: int
-                   ) -> Optional[int]:
-    """Slices along `slice_axis` of the dataset's shortest case after nnU-Net's preprocessing (its spacings and
-    cropped shapes from dataset_fingerprint.json, transposed and resampled to the configuration's spacing as
-    nnU-Net's compute_new_shape does); None without a fingerprint."""
-    if not fingerprint or not fingerprint.get("shapes_after_crop"):
-        return None
-    order = list(plans.get("transpose_forward", [0, 1, 2]))
-    target = plans["configurations"][configuration]["spacing"]
-    slices = []
-    for shape, spacing in zip(fingerprint["shapes_after_crop"], fingerprint["spacings"]):
-        shape, spacing = [shape[a] for a in order], [spacing[a] for a in order]
-        slices.append(int(round(spacing[slice_axis] / target[slice_axis] * shape[slice_axis])))
-    return min(slices)
-
-
 def inference_patch(training_patch: Sequence[int], stack_slices: float, slice_axis: int,
                     slices: Union[str, int] = INFERENCE_WHOLE_STACK) -> List[int]:
     """The patch nnU-Net's sliding window predicts with: the training patch with more slices along the recurrence
-    axis. 'stack': `stack_slices` (the shortest case's slice count, so that no case is padded with empty slices
-    that the recurrence would run over; longer cases get overlapping windows that long), so a case is one or a few
-    recurrent passes instead of tiles of a few slices that overlap by half (and pay the per-slice front end twice);
-    'patch': the training patch (tiled prediction); an integer: that many slices. Never fewer than the training
-    patch's slices."""
+    axis. 'stack': `stack_slices` (the median case's slice count, rounded up), so that a typical case is one
+    recurrent pass instead of tiles of a few slices that overlap by half (and pay the per-slice front end twice).
+    A shorter case is zero-padded by nnU-Net's predictor, so the recurrence also runs over a few empty slices (as it
+    does in training for crops that reach beyond the image); a longer one gets two overlapping windows. 'patch':
+    the training patch (tiled prediction); an integer: that many slices. Never fewer than the training patch's."""
     patch = [int(p) for p in training_patch]
     if slices == INFERENCE_WHOLE_STACK:
-        wanted = int(math.floor(float(stack_slices)))
+        wanted = int(math.ceil(float(stack_slices)))
     elif slices == INFERENCE_TILED:
         wanted = patch[slice_axis]
     elif isinstance(slices, int) and not isinstance(slices, bool) and slices >= 1:
@@ -136,10 +120,8 @@ def model_arch_kwargs(model: str, sizes: Mapping, roles: Mapping[str, int], slic
 
 def derive_upattllstm_plans(plans: Dict, dataset_json: Mapping, template: Mapping, model: str = DEFAULT_MODEL,
                             configuration: str = "3d_fullres", plans_name: Optional[str] = None,
-                            role_overrides: Optional[Mapping[str, str]] = None, slice_axis: int = 0,
-                            fingerprint: Optional[Mapping] = None) -> Dict:
-    """Plans holding one configuration, `configuration` of `plans` with our network, patch and batch size.
-    `fingerprint` (dataset_fingerprint.json) gives the shortest case for the prediction windows (else the median)."""
+                            role_overrides: Optional[Mapping[str, str]] = None, slice_axis: int = 0) -> Dict:
+    """Plans holding one configuration, `configuration` of `plans` with our network, patch and batch size."""
     if configuration not in plans["configurations"]:
         raise ValueError(f"configuration {configuration!r} not in plans {plans.get('plans_name')!r} "
                          f"(it has {', '.join(plans['configurations'])})")
@@ -159,10 +141,8 @@ def derive_upattllstm_plans(plans: Dict, dataset_json: Mapping, template: Mappin
                        multiple)
     slice_shape = [p for axis, p in enumerate(patch) if axis != slice_axis]
     arch_kwargs = model_arch_kwargs(model, sizes, roles, slice_shape, slice_axis)
-    stack = shortest_stack(plans, fingerprint, configuration, slice_axis)
-    if stack is None:
-        stack = source.get("median_image_size_in_voxels", patch)[slice_axis]
-    inference = inference_patch(patch, stack, slice_axis, template.get("inference_slices", INFERENCE_WHOLE_STACK))
+    inference = inference_patch(patch, source.get("median_image_size_in_voxels", patch)[slice_axis], slice_axis,
+                                template.get("inference_slices", INFERENCE_WHOLE_STACK))
 
     derived = deepcopy(plans)
     derived["plans_name"] = plans_name or f"nnUNetPlans_{model}"
