@@ -116,7 +116,7 @@ def main() -> None:
         training_patch = configuration.get("training_patch_size", configuration["patch_size"])
         runs[name] = {"predictor": predictor, "parameters": count_parameters(network),
                       "patch_size": configuration["patch_size"],
-                      "training_batch": [configuration["batch_size"] * crops, *training_patch],
+                      "training_batch": [crops, *training_patch],
                       "network_class": configuration["architecture"]["network_class_name"], "seconds": []}
     # both plans share the preprocessing (same data_identifier): one preprocessed shape for the tile counts
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
@@ -140,8 +140,9 @@ def main() -> None:
                 network(tile)
                 runs[name].setdefault("tile_seconds", []).append(time.perf_counter() - start)
 
-    # one training step (forward, Dice-free cross-entropy, backward, SGD) on each model's own training batch: the
-    # clot trainers' crops (batch x crops per image of the training patch) vs nnU-Net's batch of its patch
+    # one training step (forward, cross-entropy, backward, SGD) per batch element of each model's own training
+    # batch: the crops the clot trainers take from one image (crops per image x training patch) vs one patch of
+    # nnU-Net's (its batch holds `batch_size` of them; both scale linearly with the batch)
     for repeat in range(args.repeats):
         for name in (list(runs) if repeat % 2 == 0 else list(reversed(runs))):
             runs[name].setdefault("step_seconds", []).append(_training_step_seconds(runs[name], args.seed))
@@ -193,7 +194,7 @@ def main() -> None:
         "sliding window with step 0.5 and Gaussian weighting, no mirroring, resampling back), random weights.",
         "",
         "| model | parameters | prediction window | tiles | forward µs per voxel | s per case (median) | all repeats "
-        "| training batch | s per training step | training µs per voxel |",
+        "| training batch (one image) | s per training step | training µs per voxel |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
