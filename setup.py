@@ -28,6 +28,7 @@ setup(
         "scipy>=1.10,<2",
         "connected-components-3d>=3.12,<5",
         "matplotlib>=3.7,<4",
+        "submitit>=1.5,<2",  # cluster (SLURM) and local job executors for the harnesses
     ],
     extras_require={"test": ["pytest>=7,<10"]},
     entry_points={

@@ -104,3 +104,55 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_bad_cohort_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CohortSpec(**kwargs)
+
+
+# ---- the physically consistent cohort (CohortSpec.physics) -------------------------------------------------
+
+def test_physical_cohort_obeys_the_equation_and_the_rebuild_recovers_b0_within_its_noise():
+    from nnunet_ext.data.diffusion import ADC_UNITS, rebuild
+    from nnunet_ext.data.synthetic_cohort import SCANNERS
+    for center in CENTERS:
+        scanner = SCANNERS[center.name]
+        (dwi, adc, b0), label = generate_case(center, 40, np.random.default_rng(3), physics=True)
+        brain = dwi > 0
+        adc_mm2s = adc * ADC_UNITS[scanner.adc_unit]
+        tissue_median = np.median(adc_mm2s[brain & ~label.astype(bool)])
+        assert 0.6e-3 < tissue_median < 1.3e-3  # the unit each center writes is its scanner's
+        if center.name == "D":
+            assert not b0.any()  # acquired (the ADC is fitted from it), not shipped
+            continue
+        rebuilt, record = rebuild("B0", {"DWI": dwi, "ADC": adc}, scanner.b_value)
+        assert record.adc_unit == scanner.adc_unit  # detected from the tissue median
+        inside = brain & (adc_mm2s > 0) & (adc_mm2s < 3.4e-3)  # not clipped by the scanner's fit
+        sigma = scanner.noise_std * scanner.gain
+        # the scanner's ADC comes from these same noisy images: B0 comes back to float32 rounding where the
+        # fit was not clipped, and within the noise on B0 everywhere in the brain
+        assert np.abs(rebuilt - b0)[inside].max() < 1e-3 * b0[inside].max()
+        assert np.median(np.abs(rebuilt - b0)[brain]) < sigma
+
+
+def test_physical_cohort_keeps_the_roles_of_lesions_and_mimics():
+    """Lesions: DWI-bright, ADC-dark; shine-through mimics: DWI-bright with a normal ADC and a bright B0."""
+    (dwi, adc, b0), label = generate_case(CENTERS[0], 48, np.random.default_rng(1), physics=True)
+    lesion = label.astype(bool)
+    tissue = (dwi > 0) & ~lesion
+    assert np.median(dwi[lesion]) > 1.5 * np.median(dwi[tissue])
+    assert np.median(adc[lesion]) < 0.65 * np.median(adc[tissue])
+    dwi_bright_mimic = (dwi > np.percentile(dwi[lesion], 25)) & ~lesion
+    assert dwi_bright_mimic.sum() > 20
+    assert np.median(adc[dwi_bright_mimic]) > 2 * np.median(adc[lesion])
+    assert np.median(b0[dwi_bright_mimic]) > 1.5 * np.median(b0[lesion])
+
+
+def test_physical_cohort_writes_sidecars_and_its_scanners_and_passes_nnunet_checks(tmp_path):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    spec = CohortSpec(dataset_id=520, name="Physical", train_per_center=1, test_per_center=1, size=24, physics=True)
+    folder = write_cohort(spec, str(tmp_path), progress=False)
+    assert json.load(open(os.path.join(folder, "imagesTs", "stroke_C_001_0000.json"))) == {"DiffusionBValue": 800.0}
+    cohort = json.load(open(os.path.join(folder, "cohort.json")))
+    assert cohort["spec"]["physics"] and cohort["scanners"]["B"]["adc_unit"] == "1e-6 mm2/s"
+    verify_dataset_integrity(folder, num_processes=1)
+    default = write_cohort(CohortSpec(dataset_id=521, train_per_center=1, test_per_center=0, size=24),
+                           str(tmp_path), progress=False)
+    assert "scanners" not in json.load(open(os.path.join(default, "cohort.json")))
+    assert not any(f.endswith(".json") for f in os.listdir(os.path.join(default, "imagesTr")))

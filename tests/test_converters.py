@@ -216,3 +216,41 @@ def test_jhu_skip_option_patterns_and_center_map(tmp_path):
 def test_jhu_layout_patterns_must_name_the_subject():
     with pytest.raises(ValueError, match="dwi pattern 'DWI.nii.gz' must contain {subject}"):
         JhuLayout(dwi="DWI.nii.gz")
+
+
+def test_isles22_rebuild_b0_adds_a_physical_b0_channel(isles_tree):
+    source, raw = isles_tree
+    sidecar = source / "ISLES-2022" / "sub-strokecase0005" / "ses-0001" / "dwi" / "sub-strokecase0005_ses-0001_dwi.json"
+    sidecar.write_text(json.dumps({"DiffusionBValue": 800}))  # case 5 states its b; case 1 does not
+    convert_main(["isles22", str(source / "ISLES-2022"), "-d", "508", "--raw", str(raw), "--quiet", "--rebuild-b0",
+                  "--flair"])
+    folder = raw / "Dataset508_ISLES22"
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert dataset["channel_names"] == {"0": "DWI", "1": "ADC", "2": "B0", "3": "FLAIR"}
+    # ADC 800 in 1e-6 mm²/s (as ISLES'22 writes it): B0 = DWI · exp(b · 0.8e-3)
+    for case, dwi, b in (("strokecase0001", 101.0, 1000.0), ("strokecase0005", 105.0, 800.0)):
+        b0 = sitk.GetArrayFromImage(_read(folder / "imagesTr" / f"{case}_0002.nii.gz"))
+        assert b0 == pytest.approx(np.full(SHAPE, dwi * np.exp(b * 0.8e-3)), rel=1e-5)
+        assert _read(folder / "imagesTr" / f"{case}_0002.nii.gz").GetSpacing() == pytest.approx(SPACING)
+        assert sitk.GetArrayFromImage(_read(folder / "imagesTr" / f"{case}_0003.nii.gz")).max() == pytest.approx(50)
+    report = json.loads((folder / "conversion_report.json").read_text())
+    records = report["settings"]["b0_rebuilt"]
+    assert sorted(records) == ["strokecase0001", "strokecase0005"]
+    assert records["strokecase0001"]["b_value_from"] == "default"
+    assert records["strokecase0005"]["b_value"] == 800.0 and records["strokecase0005"]["b_value_from"] == \
+        "sidecar of the DWI"
+    assert records["strokecase0001"]["adc_unit"] == "1e-6 mm2/s"
+    verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def test_isles22_rebuild_b0_with_an_adc_of_no_known_unit_skips_the_case_saying_why(tmp_path):
+    root = tmp_path / "ISLES-2022"
+    _isles_case(root, 1)
+    _isles_case(root, 2)
+    _image(root / "sub-strokecase0002" / "ses-0001" / "dwi" / "sub-strokecase0002_ses-0001_adc.nii.gz", 40.0)
+    report = convert_isles22(str(root), str(tmp_path / "raw"), 509, rebuild_b0=True)
+    assert report.converted == ["strokecase0001"]
+    assert report.skipped == [{"case": "strokecase0002", "reason": "B0 cannot be rebuilt: the ADC map's tissue "
+                               "median is 40, which fits no known unit (a tissue median of 0.0002-0.0035 mm2/s, or "
+                               "that x 1e3 or x 1e6); pass --adc-unit (mm2/s, 1e-3 mm2/s, 1e-6 mm2/s) if the map is "
+                               "right"}]

@@ -1,13 +1,17 @@
 """The Table 2/3 harness and the robustness report: settings, datasets, aggregation, files, one real mini-grid."""
 import csv
+import glob
 import json
 import os
 import re
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
 
+from conftest import _wait_for_line
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.experiments.datasets import derive_dataset
 from nnunet_ext.experiments.report import effect_check, summarize_cell, verdict, write_report
@@ -127,19 +131,62 @@ def test_table_three_report_files_parse(tmp_path):
     assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _job_holding(lock, process, timeout=600):
+    """The pid of the job process that holds a run's lock (it writes its host, pid and SLURM job there)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.isfile(lock):
+            try:
+                return json.load(open(lock))["pid"]
+            except ValueError:
+                pass  # being written
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"{lock} not taken within {timeout} s")
+
+
 def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tmp_path):
-    """One method, one probability, one run of a few iterations: every step of the real code path."""
+    """Two cells of one run of a few iterations as two local submitit jobs at once, one of them preempted
+    mid-training and requeued: every step of the real code path."""
     workdir = tmp_path / "repro"
     out = tmp_path / "table2_ci"
-    nnunet_workspace.run(["nnunet_ext_reproduce", "--table", "2", "--profile", "ci", "--workdir", str(workdir),
-                          "--methods", "Gradual", "--probabilities", "0.5", "--out", str(out)], timeout=1200)
+    fold = (workdir / "nnUNet_results" / "Dataset511_Table2_all_centers" /
+            "nnUNetTrainerGradualDrop_p05_8epochs__nnUNetPlans_CPU__3d_fullres" / "fold_0")
+    harness = subprocess.Popen(
+        ["nnunet_ext_reproduce", "--table", "2", "--profile", "ci", "--workdir", str(workdir), "--methods", "none",
+         "Gradual", "--probabilities", "0.5", "--out", str(out), "--executor", "local", "--max-parallel", "2"],
+        env={**nnunet_workspace.env, "NNUNET_EXT_SAVE_EVERY": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        job = _job_holding(str(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json.lock"), harness)
+        # "Epoch 3" is logged after the checkpoint of epoch 2 has been written
+        _wait_for_line(str(fold), r"Epoch 3\s*$", harness)
+        os.kill(job, signal.SIGUSR2)  # what SLURM sends before preempting a job or at its time limit
+        stdout, stderr = harness.communicate(timeout=1200)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+    assert harness.returncode == 0, stdout + stderr
+    assert "started Table 2: no_dropout fold 0" in stdout and "finished Table 2: Gradual_p05 fold 0" in stdout
+    log = open(workdir / "commands.log").read()
+    trained = re.findall(r"nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8"
+                         r"epochs -device cpu( --c)? ", log)
+    assert trained == ["", " --c"]  # requeued, continued from checkpoint_latest.pth
+    job_logs = "".join(open(p).read() for p in glob.glob(str(workdir / "jobs" / "*" / "*_log.*")))
+    assert "Caught signal SIGUSR2" in job_logs and "this job is preempted" in job_logs
+    assert "Gradual_p05 fold 0: preempted or out of time, requeued" in job_logs and "Requeued job" in job_logs
+    assert not os.path.exists(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json.lock")
+    timings = [json.load(open(workdir / "runs" / "table2" / c / "fold_0.json"))["timing"]
+               for c in ("no_dropout", "Gradual_p05")]
+    assert timings[0]["started"] < timings[1]["finished"] and timings[1]["started"] < timings[0]["finished"]
     result = json.load(open(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json"))
     assert result["trainer"] == "nnUNetTrainerGradualDrop_p05_8epochs" and result["dataset_id"] == 511
     assert sorted(result["dice"]) == ["all", "missing"] and len(result["dice"]["all"]) == 4
     assert result["provenance"]["seed"] == 0 and "nnunetv2" in result["provenance"]["versions"]
     report = json.load(open(str(out) + ".json"))
-    assert set(report["summaries"]) == {"Gradual_p05"} and report["profile"] == "ci"
-    assert "| Exp1 | Gradual 0.5 | ADC absent |" in open(str(out) + ".md").read()
+    assert set(report["summaries"]) == {"no_dropout", "Gradual_p05"} and report["profile"] == "ci"
+    table = open(str(out) + ".md").read()
+    assert "| Exp1 | no dropout | ADC absent |" in table and "| Exp2 | Gradual 0.5 | ADC absent |" in table
     log = open(workdir / "commands.log").read()
     assert "nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8epochs" in log
     # resumable: a second call finds the run done and only rewrites the report
@@ -178,19 +225,90 @@ def test_source_cohort_of_another_profile_is_refused(tmp_path):
         harness.source_dataset()
 
 
-def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path, monkeypatch):
+    import socket
     from nnunet_ext.experiments.harness import run_lock
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     lock = str(tmp_path / "runs" / "fold_0.json.lock")
     with run_lock(lock):
-        assert open(lock).read() == str(os.getpid())
-        with pytest.raises(RuntimeError, match=f"in progress in process {os.getpid()}"):
+        assert json.load(open(lock)) == {"host": socket.gethostname(), "pid": os.getpid(), "job": ""}
+        with pytest.raises(RuntimeError, match=f"in progress in process {os.getpid()} on {socket.gethostname()}"):
             with run_lock(lock):
                 pass
     assert not os.path.exists(lock)
     dead = subprocess.Popen(["true"])
     dead.wait()
+    for stale in (str(dead.pid),  # a killed harness's lock, from before locks named their host
+                  json.dumps({"host": socket.gethostname(), "pid": dead.pid, "job": ""}), '{"host": '):
+        with open(lock, "w") as f:
+            f.write(stale)
+        with run_lock(lock):
+            assert json.load(open(lock))["pid"] == os.getpid()
+        assert not os.path.exists(lock)
+    # another node's job: nothing here can tell whether it is alive, so the lock stands ...
     with open(lock, "w") as f:
-        f.write(str(dead.pid))  # a killed harness's lock
+        json.dump({"host": "node17", "pid": 4242, "job": "900_3"}, f)
+    with pytest.raises(RuntimeError, match="process 4242 on node17 \\(job 900_3\\)"):
+        with run_lock(lock):
+            pass
+    # ... unless this process is that very job, requeued after a preemption (on whatever node)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "900")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     with run_lock(lock):
-        assert open(lock).read() == str(os.getpid())
+        assert json.load(open(lock))["job"] == "900_3"
     assert not os.path.exists(lock)
+
+
+# ---- B0 rebuilt by physics: Table 3's third row, the robustness rows, the derived sidecars --------------------
+
+def test_table_three_rebuilt_rows_are_summarized_reported_and_judged_against_zero_filled(tmp_path):
+    centers = {"a": "A", "d": "D"}
+
+    def runs(missing_d, rebuilt_d):
+        return [{"dice": {"all": {"a": 0.8, "d": 0.7}, "missing": {"a": 0.8, "d": missing_d + delta},
+                          "rebuilt": {"a": 0.8, "d": rebuilt_d + delta}}, "case_centers": centers}
+                for delta in (0, 0.02)]
+    lower = summarize_cell(runs(0.3, 0.65))
+    assert lower["rebuilt"]["centers"]["D"]["mean"] == pytest.approx(0.66)
+    assert lower["rebuilt"]["average"]["mean"] == pytest.approx((0.8 + 0.66) / 2)
+    # a run without the row (an older run, a table without it): the row is left out, not half-averaged
+    assert "rebuilt" not in summarize_cell([_run({"a": 0.8, "d": 0.7}, {"a": 0.8, "d": 0.3}, centers)])
+    summaries = {"lower_bound": lower, "Gradual_p05": summarize_cell(runs(0.6, 0.61))}
+    labels = {c.key: c.label for c in TABLES[3].cells}
+    paths = write_report(TABLES[3], PROFILES["quick_physics"], summaries, labels, str(tmp_path / "t3"), "cmd",
+                         {"versions": {}})
+    markdown = open(paths["md"]).read()
+    assert "| Exp1 | no dropout, D unseen (lower bound) | B0 rebuilt | 0.800 ± 0.000 | 0.660 ± 0.010 |" in markdown
+    assert "- no dropout, D unseen (lower bound): 0.730 vs 0.555: better" in markdown
+    assert "- Gradual 0.5: 0.710 vs 0.705: no clear difference" in markdown
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [r["row"] for r in rows] == ["all", "missing", "rebuilt"] * 2 and rows[2]["paper_average"] == ""
+    assert json.load(open(paths["json"]))["rebuild_verdicts"] == {"lower_bound": "better",
+                                                                  "Gradual_p05": "no clear difference"}
+
+
+def test_only_a_table_with_both_sources_on_physical_images_gets_the_rebuilt_row(tmp_path):
+    from nnunet_ext.experiments.harness import Harness
+    quiet = dict(log=lambda message: None)
+    assert Harness(str(tmp_path / "a"), TABLES[3], PROFILES["quick_physics"], **quiet).rebuild_row
+    assert not Harness(str(tmp_path / "b"), TABLES[3], PROFILES["quick"], **quiet).rebuild_row  # not physical
+    assert Harness(str(tmp_path / "c"), TABLES[3], PROFILES["quick"], source=str(tmp_path), **quiet).rebuild_row
+    assert not Harness(str(tmp_path / "d"), TABLES[2], PROFILES["quick_physics"], **quiet).rebuild_row  # no B0
+
+
+def test_robustness_rebuild_rows_are_the_subsets_holding_both_sources():
+    from nnunet_ext.experiments.robustness import rebuildable_subsets
+    assert rebuildable_subsets(["DWI", "ADC", "B0"]) == [(("DWI", "ADC"), "B0"), (("DWI", "B0"), "ADC"),
+                                                         (("ADC", "B0"), "DWI")]
+    assert rebuildable_subsets(["DWI", "ADC"]) == []  # Table 2's model has no B0 to rebuild or rebuild from
+    assert rebuildable_subsets(["DWI", "SWAN", "PHASE"]) == []
+
+
+def test_derived_datasets_keep_the_dwi_sidecars(tmp_path):
+    source = write_cohort(CohortSpec(dataset_id=520, name="Physical", train_per_center=1, test_per_center=1,
+                                     size=24, physics=True), str(tmp_path / "source"), progress=False)
+    derived = derive_dataset(source, str(tmp_path / "raw"), 512, "T3", ("DWI", "ADC", "B0"), "B0",
+                             held_out_center="D")
+    assert json.load(open(os.path.join(derived, "imagesTs", "stroke_C_001_0000.json"))) == {"DiffusionBValue": 800.0}
+    assert not os.path.exists(os.path.join(derived, "imagesTr", "stroke_D_000_0000.json"))  # held out

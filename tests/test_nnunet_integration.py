@@ -99,3 +99,23 @@ def test_bad_droppable_channels_stop_the_stock_trainer_at_start_up(nnunet_worksp
     assert result.returncode != 0
     assert message in result.stderr
     assert not os.path.exists(nnunet_workspace.results_folder(trainer))  # nothing half-written
+
+
+def test_predict_with_b0_rebuilt_by_physics_says_how_per_case(resumed_run, nnunet_workspace, tmp_path):
+    """--missing B0 --rebuild B0 through the stock predictor: every case's B0 is discarded and rebuilt from its
+    DWI and ADC (center D, whose B0 is a zero image, included), and the report says how."""
+    images = os.path.join(nnunet_workspace.raw_dataset, "imagesTs")
+    labels = os.path.join(nnunet_workspace.raw_dataset, "labelsTs")
+    result = nnunet_workspace.run(["nnunet_ext_predict", "-i", images, "-o", str(tmp_path / "rebuilt"), "-d", "501",
+                                   "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER,
+                                   "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1", "--missing", "B0",
+                                   "--rebuild", "B0", "--b-value", "900"])
+    assert "4 cases, 0 absent channel image(s) zero-filled (B0), 4 rebuilt by physics (B0)" in result.stdout
+    report = json.load(open(tmp_path / "rebuilt" / "nnunet_ext_predict.json"))
+    assert sorted(report["rebuilt"]) == ["stroke_A_003", "stroke_B_003", "stroke_C_003", "stroke_D_003"]
+    record = report["rebuilt"]["stroke_D_003"]["B0"]
+    assert record["b_value"] == 900.0 and record["b_value_from"] == "--b-value"
+    assert record["sources"] == ["DWI", "ADC"] and record["equation"] == "B0 = DWI * exp(b * ADC)"
+    assert report["zero_filled"] == {} and report["warnings"] == []
+    scores = dice_per_case(str(tmp_path / "rebuilt"), labels)
+    assert len(scores) == 4 and all(0.0 <= s <= 1.0 for s in scores.values())

@@ -10,6 +10,7 @@ import sys
 
 from tqdm import tqdm
 
+from nnunet_ext.data.diffusion import ADC_UNITS
 from nnunet_ext.data.converters import MISSING_B0, JhuLayout, convert_isles22, convert_jhu
 from nnunet_ext.data.splits import read_case_map
 
@@ -33,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     isles.add_argument("--flair", action="store_true",
                        help="add FLAIR as a third channel, resampled onto the DWI grid (world coordinates, "
                             "no registration)")
+    isles.add_argument("--rebuild-b0", action="store_true",
+                       help="add a B0 channel rebuilt from DWI and ADC (B0 = DWI * exp(b * ADC)): channels DWI, ADC, "
+                            "B0[, FLAIR], to match a DWI + ADC + B0 dataset")
+    isles.add_argument("--b-value", type=float, default=None,
+                       help="b of the DWI in s/mm2 (default: the DWI's sidecar JSON where it states one, else 1000)")
+    isles.add_argument("--adc-unit", choices=sorted(ADC_UNITS), default=None,
+                       help="unit of the ADC maps (default: detected from the tissue median)")
 
     jhu = commands.add_parser("jhu", parents=[common], help="one folder per subject with DWI, ADC, B0, mask",
                               description="ROOT/<subject>/<subject>_DWI.nii.gz etc.; patterns below")
@@ -58,7 +66,7 @@ def main(argv=None) -> None:
     try:
         if args.source == "isles22":
             report = convert_isles22(args.root, args.raw, args.dataset_id, args.name, args.flair, args.droppable,
-                                     args.overwrite, progress, command)
+                                     args.overwrite, progress, command, args.rebuild_b0, args.b_value, args.adc_unit)
         else:
             centers = read_case_map(args.centers) if args.centers else None
             layout = JhuLayout(args.dwi_pattern, args.adc_pattern, args.b0_pattern, args.mask_pattern)

@@ -5,11 +5,14 @@
 --missing NAME ...        treat these channels as absent in every case (files ignored)
 --allow-missing NAME ...  these channels may lack a file in some cases; only channels the model was trained
                           to drop (its fold_X/nnunet_ext_settings.json), unless --allow-untrained-missing
+--rebuild B0|ADC|DWI ...  rebuild these channels where absent from the two other diffusion channels of the
+                          case (B0 = DWI * exp(b * ADC), ...; --b-value, --adc-unit) instead of zero-filling
 Absent channels become zero images with the geometry of a present channel. Every other option is passed
 to nnUNetv2_predict unchanged (-i and -o are replaced by the prepared folder and OUT). Everything is checked
 before OUT is created: the model and its folds, the images (whole files, finite voxels, one grid per case);
-a failed prediction removes the OUT it created. OUT/nnunet_ext_predict.json lists the zero-filled channels
-and any warning (a zero-filled channel the model was not trained to drop).
+a failed prediction removes the OUT it created. OUT/nnunet_ext_predict.json lists the zero-filled channels,
+the rebuilt ones and how (equation, b and where it came from, ADC unit and how it was told, noise floors), and any
+warning (a zero-filled channel the model was not trained to drop).
 """
 import argparse
 import os
@@ -20,7 +23,8 @@ import sys
 import tempfile
 from typing import List, Optional, Sequence
 
-from nnunet_ext.data.missing_channels import prepare_input_with_missing_channels
+from nnunet_ext.data.diffusion import ADC_UNITS, DEFAULT_B_VALUE, SOURCES
+from nnunet_ext.data.missing_channels import RebuildSettings, prepare_input_with_missing_channels
 from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.dropout.config import channel_names_from_dataset_json
 from nnunet_ext.paths import nnunet_environment
@@ -109,6 +113,14 @@ def run(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--allow-untrained-missing", action="store_true",
                         help="let --allow-missing zero-fill channels the model was not trained to drop (a warning "
                              "goes to OUT/" + REPORT_FILE + ")")
+    parser.add_argument("--rebuild", nargs="+", default=[], choices=sorted(SOURCES), metavar="CHANNEL",
+                        help="rebuild these absent channels by physics from the two other diffusion channels "
+                             "(DWI = B0 * exp(-b * ADC)) instead of zero-filling them: B0, ADC or DWI")
+    parser.add_argument("--b-value", type=float, default=None,
+                        help=f"b of the DWI in s/mm2 for --rebuild (default: the DWI's BIDS sidecar JSON where it "
+                             f"states one, else {DEFAULT_B_VALUE:g})")
+    parser.add_argument("--adc-unit", choices=sorted(ADC_UNITS), default=None,
+                        help="unit of the ADC images for --rebuild (default: detected from the tissue median)")
     add_shadowed_options(parser)
     args, passthrough = parser.parse_known_args(argv)
     passthrough += shadowed_passthrough(args)
@@ -132,7 +144,8 @@ def run(argv: Optional[List[str]] = None) -> int:
             prepared = prepare_input_with_missing_channels(
                 args.input, os.path.join(staging_root, "input"), channel_names, dataset_json["file_ending"],
                 missing=args.missing, allow_missing=args.allow_missing, droppable=droppable,
-                allow_untrained=args.allow_untrained_missing)
+                allow_untrained=args.allow_untrained_missing,
+                rebuild_settings=RebuildSettings(tuple(args.rebuild), args.b_value, args.adc_unit))
         except BaseException:
             shutil.rmtree(staging_root, ignore_errors=True)
             raise
@@ -143,8 +156,10 @@ def run(argv: Optional[List[str]] = None) -> int:
     output_existed = os.path.exists(args.output)
     try:
         filled = sum(len(v) for v in prepared.zero_filled.values())
+        rebuilt = sum(len(v) for v in prepared.rebuilt.values())
         print(f"nnunet_ext_predict: {len(prepared.cases)} cases, {filled} absent channel image(s) zero-filled "
-              f"({', '.join(args.missing) or 'none forced'})", flush=True)
+              f"({', '.join(args.missing) or 'none forced'})"
+              + (f", {rebuilt} rebuilt by physics ({', '.join(args.rebuild)})" if args.rebuild else ""), flush=True)
         for warning in prepared.warnings:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         command = ["nnUNetv2_predict", "-i", os.path.join(staging_root, "input"), "-o", args.output,
@@ -152,7 +167,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         returncode = subprocess.run(command, env=nnunet_environment()).returncode
         if returncode == 0:
             write_json_files({os.path.join(args.output, REPORT_FILE): {
-                "cases": prepared.cases, "zero_filled": prepared.zero_filled, "missing": list(args.missing),
+                "cases": prepared.cases, "zero_filled": prepared.zero_filled, "rebuilt": prepared.rebuilt,
+                "missing": list(args.missing),
                 "allow_missing": list(args.allow_missing), "trained_to_drop": droppable, "folds": folds,
                 "warnings": prepared.warnings,
                 "provenance": provenance(command=shlex.join(["nnunet_ext_predict", *argv]))}})

@@ -8,12 +8,20 @@ the lower and upper bounds) through the stock nnUNetv2_plan_and_preprocess / nnU
 nnUNetv2_predict, each cell `runs` times (folds 0..runs-1, seeds profile.seed + fold), evaluates each model
 with all channels and with the droppable one absent, and writes the table. Resumable: rerun the same command
 to continue; --report-only writes the table from the runs finished so far.
+
+Every (cell, run) is a submitit job: `--executor local` (default) runs them on this machine, `--max-parallel N`
+at once; `--executor slurm` submits them as SLURM job arrays and returns (see the README):
+
+    nnunet_ext_reproduce --table 2 --profile full --workdir /scratch/repro --executor slurm \
+        --partition gpu --gpus-per-job 1 --max-parallel 12 --time-min 1440
 """
 import argparse
 import os
 import sys
 
 from nnunet_ext.experiments.harness import Harness, results_by_cell
+from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
+                                         report_command, report_outcome, run_stages)
 from nnunet_ext.experiments.report import summarize_cell, write_report
 from nnunet_ext.experiments.settings import METHODS, PROFILES, TABLES
 from nnunet_ext.provenance import provenance
@@ -31,19 +39,26 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=int, help="runs per cell (default: the profile's)")
     parser.add_argument("--out", help="output prefix of the table files (default: <workdir>/table<N>_<profile>)")
     parser.add_argument("--report-only", action="store_true")
+    add_executor_arguments(parser)
     args = parser.parse_args(argv)
 
     profile = PROFILES[args.profile]
     table = TABLES[args.table]
     command = "nnunet_ext_reproduce " + " ".join(sys.argv[1:] if argv is None else argv)
+    outcome = StagesOutcome()
     try:
         harness = Harness(args.workdir, table, profile, source=args.source, methods=args.methods,
                           probabilities=args.probabilities, runs=args.runs, log=lambda m: print(m, flush=True))
-        results = harness.finished_results() if args.report_only else harness.run()
+        if not args.report_only:
+            outcome = run_stages(harness.job_stages(), executor_settings_from_args(args, args.workdir))
+            report_outcome(outcome, report_command(sys.argv[1:] if argv is None else argv, "nnunet_ext_reproduce"))
+            if outcome.submitted:
+                return
+        results = harness.finished_results()
     except (ValueError, RuntimeError, FileExistsError) as error:
         sys.exit(f"error: {error}")
     if not results:
-        sys.exit("error: no finished run to report")
+        sys.exit("error: no finished run to report" + outcome.failure_lines())
     grouped = results_by_cell(results)
     summaries = {key: summarize_cell(runs) for key, runs in grouped.items()}
     labels = {c.key: c.label for c in table.cells}
@@ -51,6 +66,8 @@ def main(argv=None) -> None:
     paths = write_report(table, profile, summaries, labels, out, command, provenance(seed=profile.seed))
     print(open(paths["md"]).read())
     print("wrote " + ", ".join(paths.values()))
+    if outcome.failed:
+        sys.exit("error: the table holds the finished runs only" + outcome.failure_lines())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ runs 1..K only (e.g. one run of every row first). Files:
 <out>.md/.csv/.json (with several tables, <out>_table<N>.*; default out <workdir>/clot_table<N>_<profile>).
 Profiles on another cohort preset than `easy` show the committed one-run `easy` results beside each row
 (--easy-results).
+Every training is a submitit job (`--executor local`, default; `--max-parallel N` at once on this machine;
+`--executor slurm`: SLURM job arrays, submitted and left to run, then --report-only).
 """
 import argparse
 import os
@@ -25,6 +27,8 @@ from typing import List, Optional
 from nnunet_ext.experiments.clot_harness import ClotHarness
 from nnunet_ext.experiments.clot_tables import (CLOT_PROFILES, TABLE_MODELS, read_reference_results,
                                                 write_clot_report)
+from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
+                                         report_command, report_outcome, run_stages)
 from nnunet_ext.provenance import provenance
 
 # the committed quick-profile tables: one run per row on the `easy` preset, before the min-size step was in the chains
@@ -67,12 +71,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="prefix of table JSONs shown beside the rows (<prefix>_table<N>.json; 'none': no such "
                              "section; default: the committed easy-preset quick results, for profiles on another "
                              "preset)")
+    add_executor_arguments(parser)
     args = parser.parse_args(argv)
 
     profile = CLOT_PROFILES[args.profile]
     tables = list(dict.fromkeys(args.table))
     command = shlex.join(["nnunet_ext_reproduce_clot", *(sys.argv[1:] if argv is None else argv)])
     written = []
+    outcome = StagesOutcome()
     try:
         chosen = models_per_table(tables, args.models)
         harness = ClotHarness(args.workdir, profile, log=lambda m: print(m, flush=True), command=command)
@@ -80,7 +86,14 @@ def main(argv: Optional[List[str]] = None) -> None:
             if chosen[table] == []:
                 print(f"Table {table}: none of the chosen models, skipped")
         selection = {table: chosen[table] for table in tables if chosen[table] != []}
-        reports = harness.run_tables(selection, args.lesion, args.report_only, args.runs)
+        if not args.report_only:
+            outcome = run_stages(harness.job_stages(selection, args.lesion, args.runs),
+                                 executor_settings_from_args(args, args.workdir))
+            report_outcome(outcome, report_command(sys.argv[1:] if argv is None else argv,
+                                                   "nnunet_ext_reproduce_clot"))
+            if outcome.submitted:
+                return
+        reports = harness.run_tables(selection, args.lesion, report_only=True, up_to_run=args.runs)
         easy = args.easy_results or (EASY_RESULTS if profile.preset != "easy" else None)
         for table, (rows, results, notes) in reports.items():
             if not any(r is not None for runs in results.values() for r in runs):
@@ -99,8 +112,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not written:
             raise ValueError(f"no finished run of any row of Table(s) {', '.join(map(str, tables))} to report")
     except (ValueError, RuntimeError, FileExistsError) as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {error}" + outcome.failure_lines())
     print("wrote " + ", ".join(written))
+    if outcome.failed:
+        sys.exit("error: the tables hold the finished runs only" + outcome.failure_lines())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ def main(argv=None) -> None:
     parser.add_argument("-tr", dest="trainer", default="nnUNetTrainer")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
     parser.add_argument("--centers", help="case -> center JSON")
+    parser.add_argument("--no-rebuild-rows", action="store_true",
+                        help="no rows with an absent diffusion channel rebuilt from the two others (B0 = DWI * "
+                             "exp(b * ADC)); --b-value / --adc-unit are passed to nnunet_ext_predict")
     add_shadowed_options(parser)
     args, passthrough = parser.parse_known_args(argv)
     passthrough += shadowed_passthrough(args)
@@ -34,7 +37,8 @@ def main(argv=None) -> None:
         centers = json.load(open(args.centers)) if args.centers else None
         predict_args = ["-d", args.dataset, "-c", args.configuration, "-tr", args.trainer, "-p", args.plans,
                         *passthrough]
-        matrix = robustness_matrix(args.images, args.labels, args.output, names, predict_args, centers)
+        matrix = robustness_matrix(args.images, args.labels, args.output, names, predict_args, centers,
+                                   rebuild_rows=not args.no_rebuild_rows)
     except (ValueError, RuntimeError, OSError) as error:
         sys.exit(f"error: {error}")
     command = "nnunet_ext_robustness " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -24,7 +24,8 @@ ISLES'22 (BIDS, as distributed on Zenodo; `root` is the `ISLES-2022` folder or t
   right if FLAIR and DWI share the scanner's frame (they do in ISLES'22: one session, untouched headers).
   Case identifiers drop the `sub-` prefix (`strokecase0001`); subjects with several sessions get
   `strokecase0001_ses-0002`. Center: "ISLES" for every case (the release does not say which case is from
-  which of its three centers).
+  which of its three centers). With `rebuild_b0=True` (`--rebuild-b0`) a B0 channel rebuilt from DWI and ADC
+  (B0 = DWI · exp(b · ADC)) comes third: DWI, ADC, B0[, FLAIR], as a DWI + ADC + B0 dataset of another center.
 
 JHU-style (assumed: one folder per subject, no public layout is fixed; every pattern is configurable):
     ROOT/<subject>/<subject>_DWI.nii.gz, <subject>_ADC.nii.gz, <subject>_B0.nii.gz (optional),
@@ -41,6 +42,7 @@ import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
+from nnunet_ext.data.diffusion import DEFAULT_B_VALUE, b_value_from_sidecar, rebuild, record_as_json
 from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
 from nnunet_ext.data.staging import check_dataset_id_free, staged_dataset_folder
 from nnunet_ext.provenance import provenance
@@ -234,18 +236,55 @@ def find_isles22_cases(root: str) -> Tuple[List[SourceCase], List[Dict[str, str]
 def convert_isles22(root: str, raw_root: str, dataset_id: int, name: str = "ISLES22", with_flair: bool = False,
                     droppable_channels: Sequence[str] = ("ADC",), overwrite: bool = False,
                     progress: Optional[Callable[[Iterable, int], Iterable]] = None,
-                    command: Optional[str] = None) -> ConversionReport:
-    channels = ("DWI", "ADC", "FLAIR") if with_flair else ("DWI", "ADC")
+                    command: Optional[str] = None, rebuild_b0: bool = False, b_value: Optional[float] = None,
+                    adc_unit: Optional[str] = None) -> ConversionReport:
+    """rebuild_b0: add a B0 channel (third, before FLAIR) rebuilt from DWI and ADC (B0 = DWI · exp(b · ADC),
+    nnunet_ext.data.diffusion; b from `b_value`, else the DWI's sidecar, else 1000), so that the dataset matches a
+    DWI + ADC + B0 dataset of another center. How each case's B0 was made is in conversion_report.json."""
+    read = ("DWI", "ADC", "FLAIR") if with_flair else ("DWI", "ADC")
+    channels = ("DWI", "ADC", "B0") + read[2:] if rebuild_b0 else read
+    if b_value is not None and not b_value > 0:
+        raise ValueError(f"--b-value must be a positive number of s/mm2, got {b_value}")
     cases, skipped = find_isles22_cases(root)
     if not cases:
         raise ValueError(f"no ISLES'22 subject/session folders under {root}")
+    rebuilt: Dict[str, Dict] = {}
     settings = {"source": os.path.abspath(root), "layout": "ISLES'22 BIDS", "channels": list(channels),
-                "with_flair": with_flair,
+                "with_flair": with_flair, "rebuild_b0": rebuild_b0,
                 "description": "ISLES'22 converted by nnunet_ext_convert"
-                               + (" (FLAIR resampled onto the DWI grid)" if with_flair else " (DWI, ADC)")}
-    return write_raw_dataset(cases, raw_root, dataset_id, name, channels,
-                             lambda s: load_case(s, channels, resample=("FLAIR",) if with_flair else ()),
-                             settings, droppable_channels, overwrite, skipped, progress, command)
+                               + (" (FLAIR resampled onto the DWI grid)" if with_flair else " (DWI, ADC)")
+                               + (" with B0 rebuilt from DWI and ADC" if rebuild_b0 else "")}
+    if rebuild_b0:
+        settings["b0_rebuilt"] = rebuilt  # filled case by case below, saved with the report
+
+    def prepare(source: SourceCase) -> Tuple[List[sitk.Image], sitk.Image]:
+        images, mask = load_case(source, read, resample=("FLAIR",) if with_flair else ())
+        if not rebuild_b0:
+            return images, mask
+        b0, record = _rebuilt_b0(source, images[0], images[1], b_value, adc_unit)
+        rebuilt[source.case] = record
+        return images[:2] + [b0] + images[2:], mask
+
+    return write_raw_dataset(cases, raw_root, dataset_id, name, channels, prepare, settings, droppable_channels,
+                             overwrite, skipped, progress, command)
+
+
+def _rebuilt_b0(source: SourceCase, dwi: sitk.Image, adc: sitk.Image, b_value: Optional[float],
+                adc_unit: Optional[str]) -> Tuple[sitk.Image, Dict]:
+    b_from = "--b-value"
+    if b_value is None:
+        b_value, b_from = b_value_from_sidecar(source.channels["DWI"]), "sidecar of the DWI"
+        if b_value is None:
+            b_value, b_from = DEFAULT_B_VALUE, "default"
+    try:
+        array, record = rebuild("B0", {"DWI": sitk.GetArrayFromImage(dwi).astype(np.float64),
+                                       "ADC": sitk.GetArrayFromImage(adc).astype(np.float64)},
+                                b_value, adc_unit, b_value_from=b_from)
+    except ValueError as error:
+        raise SkipCase(f"B0 cannot be rebuilt: {error}") from None
+    b0 = sitk.GetImageFromArray(array)
+    b0.CopyInformation(dwi)
+    return b0, record_as_json(record)
 
 
 # ---------------------------------------------------------------------------------------------- JHU-style

@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Sequence
 
 import SimpleITK as sitk
 
+from nnunet_ext.data.diffusion import (DEFAULT_B_VALUE, DEFAULT_FLOOR_FRACTION, SOURCES, b_value_from_sidecar,
+                                       rebuild, record_as_json)
 from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
 
 _MAX_REPORTED = 20
@@ -23,6 +25,39 @@ class PreparedInput:
     cases: List[str]
     zero_filled: Dict[str, List[str]] = field(default_factory=dict)  # case -> channel names written as zeros
     warnings: List[str] = field(default_factory=list)  # zero-filled channels the model was not trained to drop
+    rebuilt: Dict[str, Dict[str, Dict]] = field(default_factory=dict)  # case -> channel -> how (RebuildRecord)
+
+
+@dataclass(frozen=True)
+class RebuildSettings:
+    """How absent diffusion channels are rebuilt (nnunet_ext.data.diffusion): b from `b_value` or, when None, the
+    DWI's (or B0's) BIDS sidecar, else the default; the ADC unit detected when None."""
+    channels: Sequence[str] = ()
+    b_value: Optional[float] = None
+    adc_unit: Optional[str] = None
+    floor_fraction: float = DEFAULT_FLOOR_FRACTION
+
+    def __post_init__(self):
+        if self.b_value is not None and not self.b_value > 0:
+            raise ValueError(f"--b-value must be a positive number of s/mm2, got {self.b_value}")
+
+
+def check_rebuild(rebuild: Sequence[str], channel_names: Sequence[str], missing: Sequence[str] = ()) -> None:
+    """A channel can be rebuilt only when the model has it and the two it is made from, and --missing removes
+    neither of those."""
+    _check_names(rebuild, channel_names, "--rebuild")
+    for channel in rebuild:
+        if channel not in SOURCES:
+            raise ValueError(f"--rebuild {channel}: only {', '.join(SOURCES)} can be rebuilt (from the two others)")
+        needed = SOURCES[channel]
+        lacking = [n for n in needed if n not in channel_names]
+        if lacking:
+            raise ValueError(f"--rebuild {channel} needs {' and '.join(needed)}, but the model has no "
+                             f"{', '.join(lacking)} (it has {', '.join(channel_names)})")
+        removed = [n for n in needed if n in missing]
+        if removed:
+            raise ValueError(f"--rebuild {channel} needs {' and '.join(needed)}, but --missing removes "
+                             f"{', '.join(removed)}")
 
 
 def _case_files(input_folder: str, num_channels: int, file_ending: str) -> Dict[str, Dict[int, str]]:
@@ -60,7 +95,8 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
                                         file_ending: str, missing: Sequence[str] = (),
                                         allow_missing: Sequence[str] = (),
                                         droppable: Optional[Sequence[str]] = None,
-                                        allow_untrained: bool = False) -> PreparedInput:
+                                        allow_untrained: bool = False,
+                                        rebuild_settings: RebuildSettings = RebuildSettings()) -> PreparedInput:
     """Check `input_folder` and write a complete input folder to `output_folder` (which must not exist).
 
     missing: channels treated as absent in every case (their files, if any, are ignored).
@@ -69,10 +105,14 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
       a zero image in another channel, so `allow_missing` may name another only with `allow_untrained`; such
       channels, and those of `missing` (an explicit what-if, e.g. a baseline without dropout), are listed in
       the result's warnings.
+    rebuild_settings.channels: channels that, where absent (no file, or in `missing`), are rebuilt by physics from
+      the two other diffusion channels of the case (nnunet_ext.data.diffusion) instead of zero-filled.
     """
     channel_names = list(channel_names)
     _check_names(missing, channel_names, "--missing")
     _check_names(allow_missing, channel_names, "--allow-missing")
+    check_rebuild(rebuild_settings.channels, channel_names, missing)
+    rebuilt_channels = {channel_names.index(n) for n in rebuild_settings.channels}
     untrained = [] if droppable is None else [n for n in allow_missing if n not in droppable]
     if untrained and not allow_untrained:
         raise ValueError(f"--allow-missing {', '.join(untrained)}: the model was not trained to drop "
@@ -86,7 +126,7 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
 
     cases = _case_files(input_folder, len(channel_names), file_ending)
     forced_absent = {channel_names.index(n) for n in missing}
-    may_be_absent = forced_absent | {channel_names.index(n) for n in allow_missing}
+    may_be_absent = forced_absent | {channel_names.index(n) for n in allow_missing} | rebuilt_channels
     problems: List[str] = []
     plan: Dict[str, Dict[int, str]] = {}
     for case, files in cases.items():
@@ -100,6 +140,10 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
         if not present:
             problems.append(f"{case}: no channel left")
             continue
+        for channel in sorted(rebuilt_channels - set(present)):
+            lacking = [n for n in SOURCES[channel_names[channel]] if channel_names.index(n) not in present]
+            if lacking:
+                problems.append(f"{case}: cannot rebuild {channel_names[channel]}: {', '.join(lacking)} absent")
         reference, reference_channel = None, None
         for channel in sorted(present):
             label = f"{case} {channel_names[channel]}"
@@ -130,6 +174,13 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
                 if channel in present:
                     shutil.copyfile(present[channel], target)
                     continue
+                if channel in rebuilt_channels:
+                    image, record = _rebuild_case_channel(channel_names[channel], present, channel_names,
+                                                          rebuild_settings)
+                    image.CopyInformation(reference)
+                    sitk.WriteImage(image, target, useCompression=True)
+                    result.rebuilt.setdefault(case, {})[channel_names[channel]] = record
+                    continue
                 zeros = sitk.Image(reference.GetSize(), sitk.sitkFloat32)
                 zeros.CopyInformation(reference)
                 sitk.WriteImage(zeros, target, useCompression=True)
@@ -146,3 +197,22 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
                                    f"(trained to drop: {', '.join(droppable) or 'no channel'}): expect a worse "
                                    f"segmentation")
     return result
+
+
+def _rebuild_case_channel(channel: str, present: Dict[int, str], channel_names: Sequence[str],
+                          settings: RebuildSettings):
+    """(SimpleITK image, record) of `channel` rebuilt from the case's two other diffusion images (checked whole,
+    finite and on one grid before)."""
+    sources = {name: present[channel_names.index(name)] for name in SOURCES[channel]}
+    arrays = {name: sitk.GetArrayFromImage(sitk.ReadImage(path, sitk.sitkFloat64)) for name, path in sources.items()}
+    b_value, b_from = settings.b_value, "--b-value"
+    if b_value is None:
+        first = sources[SOURCES[channel][0]]
+        b_value, b_from = b_value_from_sidecar(first), f"sidecar {os.path.basename(first)}"
+        if b_value is None:
+            b_value, b_from = DEFAULT_B_VALUE, "default"
+    try:
+        array, record = rebuild(channel, arrays, b_value, settings.adc_unit, settings.floor_fraction, b_from)
+    except ValueError as error:
+        raise ValueError(f"{os.path.basename(sources[SOURCES[channel][0]])}: {error}") from None
+    return sitk.GetImageFromArray(array), record_as_json(record)

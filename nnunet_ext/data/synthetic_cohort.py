@@ -11,7 +11,7 @@ gain, contrast (gamma), noise and bias field, as scanners do.
 """
 import os
 from dataclasses import asdict, dataclass
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -75,6 +75,7 @@ class CohortSpec:
     centers: Tuple[str, ...] = tuple(c.name for c in CENTERS)
     shine_through_dwi: float = _SHINE_THROUGH[0]  # see generate_case
     lesion_b0: float = _LESION[2]                  # see generate_case
+    physics: bool = False                          # DWI = B0 · exp(−b · ADC) per acquisition (see generate_case)
 
     def __post_init__(self):
         check_cohort_spec(self, [c.name for c in CENTERS], CHANNELS)
@@ -115,15 +116,27 @@ def head_geometry(spacing_zyx: Sequence[float], size: int, rng: np.random.Genera
     return shape, coords, middle, brain, ventricles
 
 
-def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
-                  shine_through_dwi: float = _SHINE_THROUGH[0], lesion_b0: float = _LESION[2]
-                  ) -> Tuple[List[np.ndarray], np.ndarray]:
-    """One case: three channel arrays [z, y, x] (float32) and the lesion label (uint8).
+@dataclass
+class CaseAnatomy:
+    """Where the tissues of one case are: masks [z, y, x], the mm grid, and the tissue texture."""
+    shape: Tuple[int, int, int]
+    coords: List[np.ndarray]
+    middle: np.ndarray
+    brain: np.ndarray
+    ventricles: np.ndarray
+    lesion: np.ndarray
+    shine: np.ndarray
+    adc_dark: np.ndarray
+    texture: np.ndarray
+    partial_volume: np.ndarray
 
-    shine_through_dwi: DWI brightness of the T2 shine-through mimics (lesions: 2.4). At 2.4 DWI alone cannot
-    tell them from lesions; lower values make DWI alone partly sufficient, as in real data.
-    lesion_b0: B0 brightness of lesions (tissue 1). Higher values make B0 an easy, redundant lesion cue
-    (as T2 hyperintensity of an older infarct), one a model trained with B0 leans on."""
+    def tissues(self):
+        """(mask, tissue) pairs in the order they are painted over normal tissue."""
+        return ((self.ventricles, "csf"), (self.lesion, "lesion"), (self.shine, "shine"), (self.adc_dark, "adc_dark"))
+
+
+def case_anatomy(center: CenterProfile, size: int, rng: np.random.Generator) -> CaseAnatomy:
+    """Brain, ventricles, lesions and the two kinds of mimics of one case, on the center's grid."""
     spacing = np.array(center.spacing_zyx)
     shape, coords, middle, brain, ventricles = head_geometry(spacing, size, rng, 1.0, (0.40, 0.44, 0.38), 0.06)
 
@@ -156,24 +169,46 @@ def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
     texture = ndimage.gaussian_filter(rng.normal(0, 1, shape), sigma=2.5 / spacing)
     texture = 1.0 + 0.12 * texture / (texture.std() + 1e-8)
     partial_volume = 0.6 / spacing  # soft edges, as a scanner's point-spread function gives
+    return CaseAnatomy(shape, coords, middle, brain, ventricles, lesion, shine, adc_dark, texture, partial_volume)
+
+
+def _bias_field(anatomy: CaseAnatomy, center: CenterProfile, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative receive-coil bias: a linear ramp along a random axis."""
+    axis = rng.normal(0, 1, 3)
+    axis /= np.linalg.norm(axis)
+    ramp = sum(a * (x - m) for a, x, m in zip(axis, anatomy.coords, anatomy.middle)) / size
+    return 1.0 + center.bias_strength * 2 * ramp
+
+
+def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
+                  shine_through_dwi: float = _SHINE_THROUGH[0], lesion_b0: float = _LESION[2],
+                  physics: bool = False) -> Tuple[List[np.ndarray], np.ndarray]:
+    """One case: three channel arrays [z, y, x] (float32) and the lesion label (uint8).
+
+    shine_through_dwi: DWI brightness of the T2 shine-through mimics (lesions: 2.4). At 2.4 DWI alone cannot
+    tell them from lesions; lower values make DWI alone partly sufficient, as in real data.
+    lesion_b0: B0 brightness of lesions (tissue 1). Higher values make B0 an easy, redundant lesion cue
+    (as T2 hyperintensity of an older infarct), one a model trained with B0 leans on.
+    physics: the channels of one acquisition (generate_physical_channels): DWI = B0 · exp(−b · ADC)."""
+    anatomy = case_anatomy(center, size, rng)
+    if physics:
+        return generate_physical_channels(anatomy, center, size, rng, shine_through_dwi, lesion_b0), \
+            anatomy.lesion.astype(np.uint8)
+    shape = anatomy.shape
     channels = []
+    values_of = {"csf": _CSF, "lesion": _LESION[:2] + (lesion_b0,),
+                 "shine": (shine_through_dwi,) + _SHINE_THROUGH[1:], "adc_dark": _ADC_DARK}
     for c in range(3):
         intensity = np.ones(shape)
-        shine_values = (shine_through_dwi,) + _SHINE_THROUGH[1:]
-        lesion_values = _LESION[:2] + (lesion_b0,)
-        for mask, values in ((ventricles, _CSF), (lesion, lesion_values), (shine, shine_values),
-                             (adc_dark, _ADC_DARK)):
-            weight = ndimage.gaussian_filter(mask.astype(float), partial_volume)
-            jitter = values[c] * rng.uniform(0.92, 1.08)
+        for mask, tissue in anatomy.tissues():
+            weight = ndimage.gaussian_filter(mask.astype(float), anatomy.partial_volume)
+            jitter = values_of[tissue][c] * rng.uniform(0.92, 1.08)
             intensity = intensity * (1 - weight) + jitter * weight
-        intensity *= texture
+        intensity *= anatomy.texture
         channels.append(intensity)
 
     # the center's scanner: contrast, bias field, gain, noise; background stays exactly 0
-    axis = rng.normal(0, 1, 3)
-    axis /= np.linalg.norm(axis)
-    ramp = sum(a * (x - m) for a, x, m in zip(axis, coords, middle)) / size
-    bias = 1.0 + center.bias_strength * 2 * ramp
+    bias = _bias_field(anatomy, center, size, rng)
     images = []
     for c in range(3):
         if center.gains[c] == 0:
@@ -181,8 +216,84 @@ def generate_case(center: CenterProfile, size: int, rng: np.random.Generator,
             continue
         scanned = center.gains[c] * np.power(channels[c], center.gamma) * bias
         scanned = scanned + rng.normal(0, center.noise_std * center.gains[c], shape)
-        images.append((np.clip(scanned, 0, None) * brain).astype(np.float32))
-    return images, lesion.astype(np.uint8)
+        images.append((np.clip(scanned, 0, None) * anatomy.brain).astype(np.float32))
+    return images, anatomy.lesion.astype(np.uint8)
+
+
+# ---- the physically consistent variant (CohortSpec.physics) ---------------------------------------------------
+
+@dataclass(frozen=True)
+class DiffusionScanner:
+    """How a center acquires DWI and B0 (one acquisition) and writes its ADC map."""
+    b_value: float       # s/mm²
+    adc_unit: str        # nnunet_ext.data.diffusion.ADC_UNITS
+    gain: float          # signal scale of B0 and DWI (they share it: one acquisition)
+    noise_std: float     # Rician noise, relative to normal tissue's B0 before the gain
+
+
+# centers write ADC as scanners do, in 1e-3 or 1e-6 mm²/s (ISLES'22: 1e-6); C has a lower b
+SCANNERS: Dict[str, DiffusionScanner] = {
+    "A": DiffusionScanner(1000.0, "1e-3 mm2/s", 1.0, 0.03),
+    "B": DiffusionScanner(1000.0, "1e-6 mm2/s", 1.6, 0.04),
+    "C": DiffusionScanner(800.0, "1e-3 mm2/s", 0.7, 0.05),
+    "D": DiffusionScanner(1000.0, "1e-6 mm2/s", 1.2, 0.035),  # B0 acquired (its ADC is fitted) but not shipped
+}
+TISSUE_ADC_MM2S = 0.8e-3
+# (B0, ADC / tissue ADC) per tissue, tissue = (1, 1): the B0 and ADC columns of the default cohort's tables
+_PHYSICAL = {"csf": (_CSF[2], _CSF[1]), "lesion": (None, _LESION[1]), "shine": (None, _SHINE_THROUGH[1]),
+             "adc_dark": (_ADC_DARK[2], _ADC_DARK[1])}
+
+
+def physical_tissue_values(shine_through_dwi: float, lesion_b0: float) -> Dict[str, Tuple[float, float]]:
+    """tissue -> (B0 relative to normal tissue, ADC in mm²/s). The shine-through mimic's B0 is chosen so that its
+    DWI at b = 1000 is `shine_through_dwi` times normal tissue's, as in the default cohort (its ADC stays normal-
+    ish, 1.6 x tissue: the B0 brightness alone makes it DWI-bright); lesions have B0 `lesion_b0`, ADC 0.5 x tissue."""
+    values = {"tissue": (1.0, TISSUE_ADC_MM2S)}
+    for tissue, (b0, adc_ratio) in _PHYSICAL.items():
+        adc = adc_ratio * TISSUE_ADC_MM2S
+        if tissue == "lesion":
+            b0 = lesion_b0
+        elif tissue == "shine":
+            b0 = shine_through_dwi * np.exp(1000.0 * (adc - TISSUE_ADC_MM2S))
+        values[tissue] = (float(b0), adc)
+    return values
+
+
+def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """|signal + n1 + i·n2|: the magnitude noise of an MR image."""
+    return np.hypot(signal + rng.normal(0, sigma, signal.shape), rng.normal(0, sigma, signal.shape))
+
+
+def generate_physical_channels(anatomy: CaseAnatomy, center: CenterProfile, size: int, rng: np.random.Generator,
+                               shine_through_dwi: float, lesion_b0: float) -> List[np.ndarray]:
+    """[DWI, ADC, B0] of one acquisition: true B0 and ADC maps per tissue, DWI = B0 · exp(−b · ADC), the same gain,
+    bias and Rician noise on B0 and DWI, and the ADC map fitted by the scanner from those noisy images
+    (ln(B0 / DWI) / b, clipped to [0, 3.5e-3] mm²/s) in its unit. No contrast (gamma) transform: scanners store
+    linear magnitudes, and one would break the equation. Center D's B0 is acquired (its ADC is fitted from it)
+    and then shipped as a zero image, as ISLES'22 ships no B0."""
+    from nnunet_ext.data.diffusion import ADC_MAX_MM2S, ADC_UNITS
+    scanner = SCANNERS[center.name]
+    values = physical_tissue_values(shine_through_dwi, lesion_b0)
+    b0_true = np.full(anatomy.shape, values["tissue"][0])
+    adc_true = np.full(anatomy.shape, values["tissue"][1])
+    for mask, tissue in anatomy.tissues():
+        weight = ndimage.gaussian_filter(mask.astype(float), anatomy.partial_volume)
+        jitter = rng.uniform(0.92, 1.08, 2)
+        b0_true = b0_true * (1 - weight) + values[tissue][0] * jitter[0] * weight
+        adc_true = adc_true * (1 - weight) + values[tissue][1] * jitter[1] * weight
+    b0_true *= anatomy.texture
+    adc_true *= 1.0 + 0.25 * (anatomy.texture - 1.0)  # a milder texture: ADC varies less than T2 across tissue
+    signal = scanner.gain * _bias_field(anatomy, center, size, rng) * b0_true
+    sigma = scanner.noise_std * scanner.gain
+    b0 = _rician(signal, sigma, rng)
+    dwi = _rician(signal * np.exp(-scanner.b_value * adc_true), sigma, rng)
+    floor = sigma  # below the noise level a voxel says nothing about diffusion (the scanner's threshold)
+    adc = np.clip(np.log(np.maximum(b0, floor) / np.maximum(dwi, floor)) / scanner.b_value, 0.0, ADC_MAX_MM2S)
+    brain = anatomy.brain
+    images = [dwi * brain, adc / ADC_UNITS[scanner.adc_unit] * brain, b0 * brain]
+    if center.gains[2] == 0:
+        images[2] = np.zeros(anatomy.shape)
+    return [image.astype(np.float32) for image in images]
 
 
 def case_plan(spec, prefix: str = "stroke") -> List[Tuple[str, str, str]]:
@@ -210,10 +321,14 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
             # one independent stream per case: a case does not change when others are added
             rng = np.random.default_rng([spec.seed, spec.dataset_id, number])
             center = profiles[center_name]
-            images, label = generate_case(center, spec.size, rng, spec.shine_through_dwi, spec.lesion_b0)
+            images, label = generate_case(center, spec.size, rng, spec.shine_through_dwi, spec.lesion_b0,
+                                          spec.physics)
             for c, image in enumerate(images):
                 write_image(os.path.join(staging, f"images{split}", f"{case_id}_{c:04d}.nii.gz"), image,
                             center.spacing_zyx)
+            if spec.physics:  # a BIDS-style sidecar of the DWI: its b, for nnunet_ext_predict --rebuild
+                write_json(os.path.join(staging, f"images{split}", f"{case_id}_0000.json"),
+                           {"DiffusionBValue": SCANNERS[center_name].b_value})
             write_image(os.path.join(staging, f"labels{split}", f"{case_id}.nii.gz"), label, center.spacing_zyx)
             if progress:
                 print(f"\rcohort: {number + 1}/{len(plan)} cases", end="", flush=True)
@@ -233,6 +348,7 @@ def write_cohort(spec: CohortSpec, raw_root: str, overwrite: bool = False, progr
         write_json(os.path.join(staging, "case_centers.json"), {case: center for case, center, _ in plan})
         write_json(os.path.join(staging, "cohort.json"), {
             "spec": asdict(spec), "centers": [asdict(profiles[c]) for c in spec.centers],
+            **({"scanners": {c: asdict(SCANNERS[c]) for c in spec.centers}} if spec.physics else {}),
             "splits": {case: split for case, _, split in plan}, "provenance": provenance(seed=spec.seed)})
     return final
 

@@ -34,6 +34,7 @@ from nnunet_ext.experiments.clot_tables import (CHANNELS, CLOT_ID, DATASET_NAMES
                                                 table_metrics, table_rows)
 from nnunet_ext.planning.templates import load_template
 from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
+from nnunet_ext.experiments.jobs import Task
 from nnunet_ext.experiments.records import append_command_log, run_logged
 from nnunet_ext.paths import nnunet_environment
 from nnunet_ext.postprocessing.clot import parse_step
@@ -396,10 +397,7 @@ class ClotHarness:
         reproduction has whole runs, and a row shared by several tables is computed once per run. report_only:
         nothing is computed, the finished runs are read; up_to_run: only runs 1..up_to_run are computed (the
         later ones are read where finished)."""
-        last = self.profile.runs if up_to_run is None else up_to_run
-        if not 1 <= last <= self.profile.runs:
-            raise ValueError(f"runs to compute must be 1..{self.profile.runs} (profile {self.profile.name!r}), "
-                             f"got {up_to_run}")
+        last = self._last_run(up_to_run)
         layouts = {table: table_rows(table, self.profile, models, lesion_source) for table, models in selection.items()}
         runs = range(1, self.profile.runs + 1)
         done: Dict[Tuple[str, int], Optional[Dict]] = {}
@@ -422,6 +420,80 @@ class ClotHarness:
             results = {row.key: [done[(row.key, run)] for run in runs] for row in rows}
             reports[table] = (rows, results, self._lesion_notes(rows, report_only, last))
         return reports
+
+    def _last_run(self, up_to_run: Optional[int]) -> int:
+        last = self.profile.runs if up_to_run is None else up_to_run
+        if not 1 <= last <= self.profile.runs:
+            raise ValueError(f"runs to compute must be 1..{self.profile.runs} (profile {self.profile.name!r}), "
+                             f"got {up_to_run}")
+        return last
+
+    # ---- the same work as jobs (nnunet_ext.experiments.jobs) -----------------------------------------------
+    def _selected_rows(self, selection: Mapping[int, Optional[Sequence[str]]],
+                       lesion_source: Optional[str]) -> List[Row]:
+        rows = [row for table, models in selection.items() for row in table_rows(table, self.profile, models,
+                                                                                 lesion_source)]
+        return list({row.key: row for row in rows}.values())  # a row shared by two tables once
+
+    def prepare(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str]) -> None:
+        """Everything the parallel jobs would otherwise race to create: datasets, plans, test inputs, references."""
+        rows = self._selected_rows(selection, lesion_source)
+        for network in row_networks(rows, self.profile):
+            self.ensure_plans(network)
+        for row in rows:
+            self.test_inputs(row.test_set)
+            self.references("clot", row.test_set)
+            if "Lesion" in row.chain:
+                if row.lesion_source == "model":
+                    self.test_inputs(row.test_set, ("DWI",))
+                    self.references("lesion", "AB")  # the lesion model's own Dice, reported beside Table 6
+                else:
+                    self.references("lesion", row.test_set)
+        self.occlusion_groups()
+
+    def train_chain(self, networks: Sequence[Network], run: int) -> None:
+        """Train `networks` in order (a model, then the fine-tunes that start from it) for run `run`."""
+        for network in networks:
+            self.train(network, run)
+
+    def evaluate_run(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str],
+                     run: int) -> None:
+        """Predict, post-process and evaluate every selected row of run `run` (its trainings have finished)."""
+        rows = self._selected_rows(selection, lesion_source)
+        for row in rows:
+            self.run_row(row, run)
+        if any("Lesion" in r.chain and r.lesion_source == "model" for r in rows):
+            self.lesion_model_result("AB", run)
+
+    def job_stages(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str] = None,
+                   up_to_run: Optional[int] = None) -> List[List[Task]]:
+        """The unfinished work of runs 1..up_to_run as jobs: preparation; one job per (training, run) (a model
+        with the fine-tunes that start from it); then one job per run that predicts, post-processes and evaluates
+        its rows."""
+        last = self._last_run(up_to_run)
+        rows = self._selected_rows(selection, lesion_source)
+        chains: Dict[Network, List[Network]] = {}
+        for network in row_networks(rows, self.profile):  # a fine-tune comes after the model it starts from
+            root = network
+            while root.pretrained_from(self.profile) is not None:
+                root = root.pretrained_from(self.profile)
+            chains.setdefault(root, []).append(network)
+        trainings, evaluations = [], []
+        for run in range(1, last + 1):
+            for root, chain in chains.items():
+                if not all(os.path.isfile(os.path.join(self.fold_folder(n, run), "checkpoint_final.pth"))
+                           for n in chain):
+                    trainings.append(Task(f"train {'+'.join(n.key for n in chain)} run {run}", self, "train_chain",
+                                          chain, run))
+            lesion_model = any("Lesion" in r.chain and r.lesion_source == "model" for r in rows)
+            if not all(os.path.isfile(self.result_path(row, run)) for row in rows) or (
+                    lesion_model and not os.path.isfile(self.lesion_result_path("AB", run))):
+                evaluations.append(Task(f"evaluate run {run}", self, "evaluate_run", dict(selection), lesion_source,
+                                        run))
+        if not trainings and not evaluations:
+            return []
+        return [[Task("clot tables: datasets, plans, inputs", self, "prepare", dict(selection), lesion_source)],
+                trainings, evaluations]
 
     def run_table(self, table: int, models: Optional[Sequence[str]] = None, lesion_source: Optional[str] = None,
                   report_only: bool = False) -> Tuple[List[Row], Dict[str, List[Optional[Dict]]], List[str]]:

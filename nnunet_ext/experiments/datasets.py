@@ -56,8 +56,11 @@ def derive_dataset(source: str, raw_root: str, dataset_id: int, name: str, chann
                 shutil.copyfile(os.path.join(source, f"labels{split}", label_file),
                                 os.path.join(staging, f"labels{split}", label_file))
                 for new_index, channel in enumerate(channels):
-                    shutil.copyfile(os.path.join(source, f"images{split}", f"{case}_{names.index(channel):04d}{ending}"),
-                                    os.path.join(staging, f"images{split}", f"{case}_{new_index:04d}{ending}"))
+                    stem = os.path.join(source, f"images{split}", f"{case}_{names.index(channel):04d}")
+                    target = os.path.join(staging, f"images{split}", f"{case}_{new_index:04d}")
+                    shutil.copyfile(stem + ending, target + ending)
+                    if os.path.isfile(stem + ".json"):  # a BIDS-style sidecar (the DWI's b) travels with its image
+                        shutil.copyfile(stem + ".json", target + ".json")
         dataset_json = {**source_json, "channel_names": {str(i): c for i, c in enumerate(channels)},
                         "droppable_channels": [droppable], "name": name,
                         "numTraining": len(os.listdir(os.path.join(staging, "labelsTr"))),

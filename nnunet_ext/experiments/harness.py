@@ -6,15 +6,18 @@ command's output goes to <workdir>/logs/.
 """
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from nnunet_ext.data.diffusion import SOURCES
 from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.evaluation.folders import dice_per_case
 from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
+from nnunet_ext.experiments.jobs import Task
 from nnunet_ext.experiments.records import run_logged
 from nnunet_ext.experiments.settings import Cell, Profile, TableSetting
 from nnunet_ext.paths import nnunet_environment
@@ -26,30 +29,61 @@ DATASET_IDS = {(2, "all_centers"): 511, (3, "unseen_held_out"): 512, (3, "all_ce
 
 @contextmanager
 def run_lock(path: str) -> Iterator[None]:
-    """Hold `path` as a lock file while one run trains and predicts, so that two harness processes on one
-    workdir never train the same run into the same folder. A lock left by a process that no longer exists
-    (killed) is taken over."""
+    """Hold `path` as a lock file while one run trains and predicts, so that two harness processes (or two jobs)
+    on one workdir never train the same run into the same folder. The lock names its holder (host, pid, SLURM
+    job); it is taken over when that process is gone (same host) or when this process is the same SLURM job
+    requeued (possibly on another node)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "job": scheduler_job_id()}
     for _attempt in range(2):
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                owner = int(open(path).read().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner > 0 and _process_exists(owner):
-                raise RuntimeError(f"{path}: this run is in progress in process {owner} (another harness on the "
-                                   "same workdir); wait for it, or delete the lock if that process is gone")
-            os.remove(path)  # stale: its process is gone
+            owner = _lock_owner(path)
+            if not _lock_is_stale(owner, me):
+                raise RuntimeError(f"{path}: this run is in progress in process {owner.get('pid')} on "
+                                   f"{owner.get('host')}" + (f" (job {owner['job']})" if owner.get("job") else "") +
+                                   " (another harness or job on the same workdir); wait for it, or delete the lock "
+                                   "if that process is gone")
+            os.remove(path)
             continue
         with os.fdopen(descriptor, "w") as f:
-            f.write(str(os.getpid()))
+            json.dump(me, f)
         break
     try:
         yield
     finally:
         os.remove(path)
+
+
+def scheduler_job_id() -> str:
+    """SLURM's id of the job this process runs in ('' outside one); a requeued job keeps it."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID", "")
+
+
+def _lock_owner(path: str) -> Dict:
+    try:
+        text = open(path).read().strip()
+    except OSError:
+        return {}
+    try:
+        owner = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    # locks written before they named their host hold a bare pid
+    return {"pid": owner, "host": socket.gethostname(), "job": ""} if isinstance(owner, int) else owner
+
+
+def _lock_is_stale(owner: Dict, me: Dict) -> bool:
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int) or owner["pid"] <= 0:
+        return True  # unreadable or half-written: its writer died before finishing it
+    if owner.get("job") and owner["job"] == me["job"]:
+        return True  # this very job, requeued after a preemption or a time limit
+    if owner.get("host") != me["host"]:
+        return False  # another machine's process: nothing here can tell whether it is alive
+    return not _process_exists(owner["pid"])
 
 
 def _process_exists(pid: int) -> bool:
@@ -83,6 +117,11 @@ class Harness:
         self.env = nnunet_environment(**self.paths, nnUNet_compile="false", NNUNET_EXT_FINAL_VALIDATION="0",
                                       **{k: str(v) for k, v in budget.items() if v is not None})
         self.env.pop("NNUNET_EXT_DROPPABLE_CHANNELS", None)  # the derived dataset.json decides
+        # a row with the droppable channel rebuilt by physics (nnunet_ext.data.diffusion) where the table has the
+        # two channels it is made from, on images that obey the equation: the physical cohort or real data
+        sources = SOURCES.get(table.droppable, ())
+        self.rebuild_row = bool(sources) and all(c in table.channels for c in sources) and (
+            profile.physics or source is not None)
         os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
 
     # ---- commands ----------------------------------------------------------------------------------------
@@ -96,7 +135,8 @@ class Harness:
         spec = CohortSpec(dataset_id=SOURCE_ID, name="SyntheticStrokeSource", size=self.profile.size,
                           train_per_center=self.profile.train_per_center,
                           test_per_center=self.profile.test_per_center, seed=self.profile.seed,
-                          shine_through_dwi=self.profile.shine_through_dwi, lesion_b0=self.profile.lesion_b0)
+                          shine_through_dwi=self.profile.shine_through_dwi, lesion_b0=self.profile.lesion_b0,
+                          physics=self.profile.physics)
         existing = dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID)
         if existing:
             with open(os.path.join(existing, "cohort.json")) as f:
@@ -148,6 +188,7 @@ class Harness:
             return self._train_and_evaluate(cell, fold, path)
 
     def _train_and_evaluate(self, cell: Cell, fold: int, path: str) -> Dict:
+        started = time.time()
         dataset_id, raw = self.dataset(cell.dataset_variant)
         trainer = cell.trainer(self.profile.epochs)
         seed = self.profile.seed + fold
@@ -162,15 +203,17 @@ class Harness:
                              {"NNUNET_EXT_SEED": str(seed), "nnUNet_n_proc_DA": "1"})
         rows = {}
         run_folder = os.path.dirname(path)
-        for row, missing in (("all", []), ("missing", [self.table.droppable])):
+        predictions = [("all", []), ("missing", ["--missing", self.table.droppable])]
+        if self.rebuild_row:  # the droppable channel discarded and rebuilt by physics from the two others
+            predictions.append(("rebuilt", ["--missing", self.table.droppable, "--rebuild", self.table.droppable]))
+        for row, options in predictions:
             output = os.path.join(run_folder, f"fold_{fold}_pred_{row}")
             done = os.path.join(output, ".complete")
             if not os.path.isfile(done):
                 command = ["nnunet_ext_predict", "-i", os.path.join(raw, "imagesTs"), "-o", output,
                            "-d", str(dataset_id), "-c", "3d_fullres", "-f", str(fold), "-p", self.plans,
-                           "-tr", trainer, "-device", self.profile.device, "--disable_tta", "-npp", "1", "-nps", "1"]
-                if missing:
-                    command += ["--missing", *missing]
+                           "-tr", trainer, "-device", self.profile.device, "--disable_tta", "-npp", "1", "-nps", "1",
+                           *options]
                 self.run_command(command, f"predict_{tag}_{row}")
                 open(done, "w").close()
             rows[row] = dice_per_case(output, os.path.join(raw, "labelsTs"))
@@ -178,7 +221,8 @@ class Harness:
             centers = json.load(f)
         result = {"table": self.table.number, "cell": asdict(cell), "fold": fold, "trainer": trainer,
                   "dataset_id": dataset_id, "dice": rows, "case_centers": {c: centers[c] for c in rows["all"]},
-                  "profile": asdict(self.profile), "provenance": provenance(seed=seed)}
+                  "profile": asdict(self.profile), "provenance": provenance(seed=seed),
+                  "timing": {"started": started, "finished": time.time(), "host": socket.gethostname()}}
         write_json_files({path: result})  # complete or absent: a finished run is one that has its file
         return result
 
@@ -192,6 +236,24 @@ class Harness:
                 results.append(self.run_cell(cell, fold))
                 self.log(f"[{len(results)}/{total}] {cell.label}, fold {fold}: done in {time.time() - started:.0f} s")
         return results
+
+    def prepare(self) -> None:
+        """Every dataset the selected cells train on, derived, planned and preprocessed: done once, before the
+        trainings run as parallel jobs (which would otherwise race to preprocess the same dataset)."""
+        for variant in dict.fromkeys(c.dataset_variant for c in self.cells):
+            self.dataset(variant)
+
+    def job_stages(self) -> List[List[Task]]:
+        """The unfinished runs as jobs (nnunet_ext.experiments.jobs): the datasets first, then one job per
+        (cell, run) that trains, predicts and evaluates it; fold-major, as `run`."""
+        self.finished_results()  # a finished run of another profile stops here, before any job
+        pending = [(cell, fold) for fold in range(self.runs) for cell in self.cells
+                   if not os.path.isfile(self.result_path(cell, fold))]
+        if not pending:
+            return []
+        return [[Task(f"Table {self.table.number}: datasets", self, "prepare")],
+                [Task(f"Table {self.table.number}: {cell.key} fold {fold}", self, "run_cell", cell, fold)
+                 for cell, fold in pending]]
 
     def finished_results(self) -> List[Dict]:
         return [self.run_cell(c, f) for f in range(self.runs) for c in self.cells

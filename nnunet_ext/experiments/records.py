@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import shlex
+import signal
 import subprocess
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -22,10 +23,29 @@ def run_logged(command: List[str], workdir: str, log_name: str, env: Mapping[str
     log_path = os.path.join(workdir, "logs", f"{log_name}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "w") as log:
-        code = subprocess.run(command, env={**env, **(extra_env or {})}, stdout=log,
-                              stderr=subprocess.STDOUT).returncode
+        # its own process group, so that an interrupted harness (Ctrl-C, a job preempted and requeued) stops the
+        # command together with its workers (nnU-Net's augmentation processes) instead of leaving them training
+        process = subprocess.Popen(command, env={**env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            code = process.wait()
+        finally:
+            if process.poll() is None:
+                stop_process_group(process)
     if code != 0:
         raise RuntimeError(f"{shlex.join(command)} failed with exit code {code}; see {log_path}")
+
+
+def stop_process_group(process: subprocess.Popen, grace_seconds: float = 10.0) -> None:
+    """SIGTERM to the process group of `process` (started with start_new_session), SIGKILL after the grace."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
 
 
 def write_table_files(out_prefix: str, markdown_lines: Sequence[str], csv_rows: Sequence[Mapping],

@@ -11,7 +11,7 @@ import numpy as np
 from nnunet_ext.experiments.records import write_table_files
 from nnunet_ext.experiments.settings import PAPER, PROBABILITIES, Profile, TableSetting
 
-ROWS = ("all", "missing")
+ROWS = ("all", "missing", "rebuilt")  # 'rebuilt' only where the harness predicted it (Harness.rebuild_row)
 
 
 def _stats(run_values: List[float], case_values: List[float]) -> Dict[str, float]:
@@ -20,12 +20,13 @@ def _stats(run_values: List[float], case_values: List[float]) -> Dict[str, float
 
 
 def summarize_cell(runs: List[Dict]) -> Dict:
-    """Per row ('all', 'missing'): per center and the average over centers, across runs."""
+    """Per row ('all', 'missing', and 'rebuilt' where every run has it): per center and the average over
+    centers, across runs."""
     if not runs:
         raise ValueError("no finished run to summarize")
     centers = sorted(set(runs[0]["case_centers"].values()))
     summary = {}
-    for row in ROWS:
+    for row in [r for r in ROWS if all(r in run["dice"] for run in runs)]:
         per_center_runs = {c: [] for c in centers}
         per_center_cases = {c: [] for c in centers}
         averages = []
@@ -80,7 +81,11 @@ def write_report(table: TableSetting, profile: Profile, summaries: Dict[str, Dic
              f"Command: `{command}`", "",
              f"Inputs {' + '.join(table.channels)}; droppable {table.droppable}"
              + (f"; center {table.unseen_center} held out of training" if table.unseen_center else "")
-             + f". Row 1: all channels; row 2: {table.droppable} absent (zero image). Cells: mean Dice ± std "
+             + f". Row 1: all channels; row 2: {table.droppable} absent (zero image)"
+             + (f"; row 3 (where run): {table.droppable} absent and rebuilt from the two other diffusion channels "
+                "(B0 = DWI · exp(b · ADC), `nnunet_ext_predict --rebuild`)"
+                if any("rebuilt" in s for s in summaries.values()) else "")
+             + ". Cells: mean Dice ± std "
                "across runs; 'cases' is the per-case std pooled over runs. Paper: the paper's average for the row"
              + (" (and its unseen-center Dice with B0 missing)" if table.number == 3 else "") + ".", "",
              "| Exp | method | row | " + " | ".join(header) + " | average | cases | runs | paper |",
@@ -89,13 +94,16 @@ def write_report(table: TableSetting, profile: Profile, summaries: Dict[str, Dic
     for number, key in enumerate(order, start=1):
         summary = summaries[key]
         paper = PAPER[table.number].get(key)
-        for row in ("all", "missing"):
+        for row in [r for r in ROWS if r in summary]:
             stats = summary[row]
-            paper_value = None if paper is None else (paper.average_all if row == "all" else paper.average_missing)
+            paper_value = None if paper is None or row == "rebuilt" else (
+                paper.average_all if row == "all" else paper.average_missing)
             paper_text = "-" if paper_value is None else f"{paper_value:.3f}"
             if paper is not None and row == "missing" and paper.unseen_missing is not None:
                 paper_text += f" (unseen {paper.unseen_missing:.3f})"
-            lines.append(f"| Exp{number} | {labels[key]} | {'all' if row == 'all' else table.droppable + ' absent'} | "
+            row_text = {"all": "all", "missing": f"{table.droppable} absent",
+                        "rebuilt": f"{table.droppable} rebuilt"}[row]
+            lines.append(f"| Exp{number} | {labels[key]} | {row_text} | "
                          + " | ".join(_fmt(stats["centers"][c]) for c in centers)
                          + f" | {_fmt(stats['average'])} | {stats['average']['std_cases']:.3f} | "
                            f"{stats['average']['runs']} | {paper_text} |")
@@ -113,12 +121,19 @@ def write_report(table: TableSetting, profile: Profile, summaries: Dict[str, Dic
                 continue
             verdicts[key] = verdict(summaries[key]["missing"]["average"], summaries[baseline_key]["missing"]["average"])
             lines.append(f"- {labels[key]}: {verdicts[key]}")
+    rebuild_verdicts = {key: verdict(summaries[key]["rebuilt"]["average"], summaries[key]["missing"]["average"])
+                        for key in order if "rebuilt" in summaries[key]}
+    if rebuild_verdicts:
+        lines += ["", f"{table.droppable} rebuilt vs zero-filled, same model (average):", ""]
+        lines += [f"- {labels[key]}: {summaries[key]['rebuilt']['average']['mean']:.3f} vs "
+                  f"{summaries[key]['missing']['average']['mean']:.3f}: {text}" for key, text in rebuild_verdicts.items()]
     check = effect_check(summaries, baseline_key)
     lines += ["", f"Effect check: baseline keeps {check['baseline_kept_fraction']} of its Dice with "
                   f"{table.droppable} absent (the bar: <= 0.9); methods keep {check['methods_kept_fraction']} "
                   "(the bar: >= 0.95).", "", f"Versions: {provenance['versions']}", ""]
     paths = write_table_files(out_prefix, lines, csv_rows, {
         "table": table.number, "profile": profile.name, "summaries": summaries, "verdicts": verdicts,
+        "rebuild_verdicts": rebuild_verdicts,
         "effect_check": check, "command": command, "provenance": provenance})
     if table.number == 3 and table.unseen_center is not None:
         paths["png"] = out_prefix + ".png"

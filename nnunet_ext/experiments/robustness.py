@@ -1,7 +1,8 @@
 """Robustness of one trained model to every non-empty subset of its input channels.
 
 Each subset is predicted through `nnunet_ext_predict` (absent channels zero-filled, the stock predictor
-underneath) and scored per center: a matrix subset x center -> Dice, as Markdown, CSV and a heatmap.
+underneath; and where an absent diffusion channel can be rebuilt from the two present ones, once more with it
+rebuilt) and scored per center: a matrix subset x center -> Dice, as Markdown, CSV and a heatmap.
 """
 import csv
 import itertools
@@ -12,6 +13,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nnunet_ext.data.diffusion import SOURCES
 from nnunet_ext.evaluation.folders import dice_per_case, summarize_by_center
 from nnunet_ext.paths import nnunet_environment
 
@@ -22,26 +24,41 @@ def channel_subsets(channel_names: Sequence[str]) -> List[Tuple[str, ...]]:
     return [subset for size in range(len(names), 0, -1) for subset in itertools.combinations(names, size)]
 
 
+def rebuildable_subsets(channel_names: Sequence[str]) -> List[Tuple[Tuple[str, ...], str]]:
+    """(subset, channel) for every subset that lacks one diffusion channel and holds the two it is rebuilt from
+    (nnunet_ext.data.diffusion.SOURCES), in channel_subsets' order."""
+    rows = []
+    for subset in channel_subsets(channel_names):
+        for channel, sources in SOURCES.items():
+            if channel in channel_names and channel not in subset and all(s in subset for s in sources):
+                rows.append((subset, channel))
+    return rows
+
+
 def robustness_matrix(images: str, labels: str, output: str, channel_names: Sequence[str],
                       predict_args: Sequence[str], case_centers: Optional[Mapping[str, str]] = None,
-                      log: Callable[[str], None] = print) -> Dict[str, Dict]:
-    """{subset label: summary per center (mean, std, n)} for every subset; predictions kept under output/."""
+                      log: Callable[[str], None] = print, rebuild_rows: bool = True) -> Dict[str, Dict]:
+    """{subset label: summary per center (mean, std, n)} for every subset, absent channels zero-filled, then (with
+    rebuild_rows) every subset in which an absent diffusion channel can be rebuilt from the two others, with it
+    rebuilt ('DWI+ADC, B0 rebuilt'); predictions kept under output/."""
     matrix = {}
-    subsets = channel_subsets(channel_names)
-    for number, subset in enumerate(subsets, start=1):
-        label = "+".join(subset)
-        missing = [c for c in channel_names if c not in subset]
-        prediction = os.path.join(output, "predictions", label)
+    rows = [("+".join(subset), [c for c in channel_names if c not in subset], []) for subset in
+            channel_subsets(channel_names)]
+    if rebuild_rows:
+        rows += [(f"{'+'.join(subset)}, {channel} rebuilt", [c for c in channel_names if c not in subset],
+                  ["--rebuild", channel]) for subset, channel in rebuildable_subsets(channel_names)]
+    for number, (label, missing, rebuild) in enumerate(rows, start=1):
+        prediction = os.path.join(output, "predictions", label.replace(", ", "__").replace(" ", "_"))
         if not os.path.isfile(os.path.join(prediction, ".complete")):
             command = ["nnunet_ext_predict", "-i", images, "-o", prediction, *predict_args]
             if missing:
-                command += ["--missing", *missing]
+                command += ["--missing", *missing, *rebuild]
             completed = subprocess.run(command, env=nnunet_environment(), capture_output=True, text=True)
             if completed.returncode != 0:
                 raise RuntimeError(f"prediction with {label} failed:\n{completed.stderr[-2000:]}")
             open(os.path.join(prediction, ".complete"), "w").close()
         matrix[label] = summarize_by_center(dice_per_case(prediction, labels), case_centers)
-        log(f"[{number}/{len(subsets)}] {label}: Dice {matrix[label]['all']['mean']:.3f}")
+        log(f"[{number}/{len(rows)}] {label}: Dice {matrix[label]['all']['mean']:.3f}")
     return matrix
 
 
@@ -50,7 +67,8 @@ def write_robustness_report(matrix: Dict[str, Dict], output: str, command: str, 
     paths = {k: os.path.join(output, f"robustness.{k}") for k in ("md", "csv", "json", "png")}
     with open(paths["md"], "w") as f:
         f.write(f"# Robustness to absent channels\n\nCommand: `{command}`\n\n"
-                "Mean Dice ± std over cases; absent channels are zero images.\n\n"
+                "Mean Dice ± std over cases; absent channels are zero images, except in the rows 'X rebuilt', where X "
+                "is rebuilt from the two other diffusion channels (B0 = DWI · exp(b · ADC)).\n\n"
                 "| channels present | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n")
         for subset, row in matrix.items():
             f.write(f"| {subset} | " + " | ".join(f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}" for c in columns)

@@ -187,7 +187,12 @@ class nnUNetTrainerExt(nnUNetTrainer):
         # my_init_kwargs as checkpoint["init_args"] and reads back only its "configuration", so the settings ride
         # there (no second load and save of every checkpoint)
         self.my_init_kwargs[CHECKPOINT_KEY] = self.ext_settings
-        super().save_checkpoint(filename)
+        # written beside and renamed: a job preempted or killed while saving keeps the previous whole checkpoint
+        # for --c (torch.save straight to the target leaves a truncated file behind)
+        partial = filename + ".partial"
+        super().save_checkpoint(partial)
+        if os.path.isfile(partial):  # rank 0 with checkpointing enabled
+            os.replace(partial, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         # --c has settled the settings in __init__; this catches the other loads (--val, --val_best, a checkpoint
