@@ -11,6 +11,7 @@ _Nepochs sets num_epochs (default 1000); 8 is for CPU demos, 1 for the tests and
 from nnunet_ext.training.variants import trainer_variant
 
 nnUNetTrainerUpAttLLSTM = trainer_variant("nnUNetTrainerUpAttLLSTM")
+nnUNetTrainerUpAttLLSTM_400epochs = trainer_variant("nnUNetTrainerUpAttLLSTM_400epochs")
 nnUNetTrainerUpAttLLSTM_100epochs = trainer_variant("nnUNetTrainerUpAttLLSTM_100epochs")
 nnUNetTrainerUpAttLLSTM_8epochs = trainer_variant("nnUNetTrainerUpAttLLSTM_8epochs")
 nnUNetTrainerUpAttLLSTM_1epochs = trainer_variant("nnUNetTrainerUpAttLLSTM_1epochs")
