@@ -208,7 +208,7 @@ def _rebuild_case_channel(channel: str, present: Dict[int, str], channel_names: 
     b_value, b_from = settings.b_value, "--b-value"
     if b_value is None:
         first = sources[SOURCES[channel][0]]
-        b_value, b_from = b_value_from_sidecar(first), f"sidecar {os.path.basename(first)}"
+        b_value, b_from = b_value_from_sidecar(first), f"sidecar of {os.path.basename(first)}"
         if b_value is None:
             b_value, b_from = DEFAULT_B_VALUE, "default"
     try:
