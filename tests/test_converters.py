@@ -238,7 +238,7 @@ def test_isles22_rebuild_b0_adds_a_physical_b0_channel(isles_tree):
     assert sorted(records) == ["strokecase0001", "strokecase0005"]
     assert records["strokecase0001"]["b_value_from"] == "default"
     assert records["strokecase0005"]["b_value"] == 800.0 and records["strokecase0005"]["b_value_from"] == \
-        "sidecar of the DWI"
+        "sidecar of sub-strokecase0005_ses-0001_dwi.nii.gz"
     assert records["strokecase0001"]["adc_unit"] == "1e-6 mm2/s"
     verify_dataset_integrity(str(folder), num_processes=1)
 

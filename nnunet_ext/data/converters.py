@@ -42,7 +42,7 @@ import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from nnunet_ext.data.diffusion import DEFAULT_B_VALUE, b_value_from_sidecar, rebuild, record_as_json
+from nnunet_ext.data.diffusion import b_value_for, rebuild, record_as_json
 from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
 from nnunet_ext.data.staging import check_dataset_id_free, staged_dataset_folder
 from nnunet_ext.provenance import provenance
@@ -271,11 +271,7 @@ def convert_isles22(root: str, raw_root: str, dataset_id: int, name: str = "ISLE
 
 def _rebuilt_b0(source: SourceCase, dwi: sitk.Image, adc: sitk.Image, b_value: Optional[float],
                 adc_unit: Optional[str]) -> Tuple[sitk.Image, Dict]:
-    b_from = "--b-value"
-    if b_value is None:
-        b_value, b_from = b_value_from_sidecar(source.channels["DWI"]), "sidecar of the DWI"
-        if b_value is None:
-            b_value, b_from = DEFAULT_B_VALUE, "default"
+    b_value, b_from = b_value_for(source.channels["DWI"], b_value)
     try:
         array, record = rebuild("B0", {"DWI": sitk.GetArrayFromImage(dwi).astype(np.float64),
                                        "ADC": sitk.GetArrayFromImage(adc).astype(np.float64)},

@@ -195,5 +195,15 @@ def b_value_from_sidecar(image_path: str) -> Optional[float]:
     return None
 
 
+def b_value_for(image_path: str, given: Optional[float] = None) -> Tuple[float, str]:
+    """(b, where it came from): `given` (--b-value), else the image's BIDS sidecar, else DEFAULT_B_VALUE."""
+    if given is not None:
+        return float(given), "--b-value"
+    stated = b_value_from_sidecar(image_path)
+    if stated is not None:
+        return stated, f"sidecar of {os.path.basename(image_path)}"
+    return DEFAULT_B_VALUE, "default"
+
+
 def record_as_json(record: RebuildRecord) -> Dict:
     return json.loads(json.dumps(asdict(record)))

@@ -13,8 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import SimpleITK as sitk
 
-from nnunet_ext.data.diffusion import (DEFAULT_B_VALUE, DEFAULT_FLOOR_FRACTION, SOURCES, b_value_from_sidecar,
-                                       rebuild, record_as_json)
+from nnunet_ext.data.diffusion import DEFAULT_FLOOR_FRACTION, SOURCES, b_value_for, rebuild, record_as_json
 from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
 
 _MAX_REPORTED = 20
@@ -205,12 +204,7 @@ def _rebuild_case_channel(channel: str, present: Dict[int, str], channel_names: 
     finite and on one grid before)."""
     sources = {name: present[channel_names.index(name)] for name in SOURCES[channel]}
     arrays = {name: sitk.GetArrayFromImage(sitk.ReadImage(path, sitk.sitkFloat64)) for name, path in sources.items()}
-    b_value, b_from = settings.b_value, "--b-value"
-    if b_value is None:
-        first = sources[SOURCES[channel][0]]
-        b_value, b_from = b_value_from_sidecar(first), f"sidecar of {os.path.basename(first)}"
-        if b_value is None:
-            b_value, b_from = DEFAULT_B_VALUE, "default"
+    b_value, b_from = b_value_for(sources[SOURCES[channel][0]], settings.b_value)
     try:
         array, record = rebuild(channel, arrays, b_value, settings.adc_unit, settings.floor_fraction, b_from)
     except ValueError as error:

@@ -226,17 +226,6 @@ class Harness:
         write_json_files({path: result})  # complete or absent: a finished run is one that has its file
         return result
 
-    def run(self) -> List[Dict]:
-        """Every selected cell, every run: fold-major, so an interrupted grid already covers every cell."""
-        results = []
-        total = self.runs * len(self.cells)
-        for fold in range(self.runs):
-            for cell in self.cells:
-                started = time.time()
-                results.append(self.run_cell(cell, fold))
-                self.log(f"[{len(results)}/{total}] {cell.label}, fold {fold}: done in {time.time() - started:.0f} s")
-        return results
-
     def prepare(self) -> None:
         """Every dataset the selected cells train on, derived, planned and preprocessed: done once, before the
         trainings run as parallel jobs (which would otherwise race to preprocess the same dataset)."""
@@ -245,7 +234,8 @@ class Harness:
 
     def job_stages(self) -> List[List[Task]]:
         """The unfinished runs as jobs (nnunet_ext.experiments.jobs): the datasets first, then one job per
-        (cell, run) that trains, predicts and evaluates it; fold-major, as `run`."""
+        (cell, run) that trains, predicts and evaluates it; fold-major, so an interrupted grid already covers
+        every cell."""
         self.finished_results()  # a finished run of another profile stops here, before any job
         pending = [(cell, fold) for fold in range(self.runs) for cell in self.cells
                    if not os.path.isfile(self.result_path(cell, fold))]
