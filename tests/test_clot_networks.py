@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_ext.networks.attention_blocks import (CrossAttention, UpBlock, conv_of_nearest_upsampling, upsample_to,
+from nnunet_ext.networks.attention_blocks import (CrossAttention, ExpELU, UpBlock, conv_of_nearest_upsampling, upsample_to,
                                                   upsample_tokens)
-from nnunet_ext.networks.clot_networks import (ATTENTION_MODELS, CLOT_MODELS, LLSTM, UpAttLLSTM, count_parameters,
-                                               model_class_path)
-from nnunet_ext.networks.recurrent_blocks import (ConvLSTMCell, LogicLSTMCell, channel_group_max_pool, double_pass,
-                                                  logic_pool_windows, sliding_max_same)
+from nnunet_ext.networks.clot_networks import (ATTENTION_MODELS, CLOT_MODELS, LLSTM, SegmentationHead, UpAttLLSTM,
+                                               count_parameters, model_class_path)
+from nnunet_ext.networks.recurrent_blocks import (SECOND_PASS_ORDERS, ConvLSTMCell, LogicLSTMCell,
+                                                  channel_group_max_pool, double_pass, logic_pool_windows,
+                                                  sliding_max_same)
 
 ROLES = dict(dwi_channel=0, swan_channel=1, phase_channel=2)
 TINY = dict(attention_dim=8, dwi_patch=8, susceptibility_patch=4, up_features=8, conv_channels=2, logic_channels=8,
@@ -302,10 +303,10 @@ def test_second_pass_starts_from_the_first_pass_final_state(second_pass, order):
     first, second = cell.calls[:4], cell.calls[4:]
     assert all(torch.equal(s, torch.zeros_like(s)) for s in first[0]["given"])       # pass 1 from zeros
     for call, t in zip(first, range(4)):
-        assert torch.allclose(call["projected"], cell.project_inputs(inputs[:, t]), atol=1e-6)
+        assert torch.allclose(call["projected"][0], cell.project_inputs(inputs[:, t])[0], atol=1e-6)
     assert second[0]["given"] is first[-1]["returned"]                                # pass 2 from its end
     for call, t in zip(second, order):
-        assert torch.allclose(call["projected"], cell.project_inputs(inputs[:, t]), atol=1e-6)
+        assert torch.allclose(call["projected"][0], cell.project_inputs(inputs[:, t])[0], atol=1e-6)
         assert torch.equal(outputs[:, t], call["returned"][0])                        # outputs: pass-2 h
 
 
@@ -352,6 +353,54 @@ def test_split_gate_convolutions_equal_the_concatenated_form(make_cell):
     grad_reference = torch.autograd.grad((reference * weights).sum(), [inputs, *cell.parameters()])
     for a, b in zip(grad_fast, grad_reference):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("make_cell,height,width", [
+    (lambda: ConvLSTMCell(nn.Conv2d, 5, 6), 12, 12),
+    (lambda: LogicLSTMCell(nn.Conv2d, 5, 2, 8, 4, 3, conv_part_sees_logic_state=True), 12, 9),
+    (lambda: LogicLSTMCell(nn.Conv2d, 5, 2, 8, 4, 3, conv_part_sees_logic_state=False), 16, 16),
+    (lambda: LogicLSTMCell(nn.Conv2d, 5, 4, 16, 8, 3), 20, 7),  # windows up to 256 span both axes
+])
+@pytest.mark.parametrize("second_pass", SECOND_PASS_ORDERS)
+def test_in_place_inference_equals_the_autograd_path(make_cell, height, width, second_pass):
+    """Without autograd the double pass updates its state in place, pools group by group and lets whole-slice
+    windows broadcast: the same h as the training path, which the reference test above pins to Eq. (13)-(16)."""
+    torch.manual_seed(0)
+    cell = make_cell()
+    inputs = torch.randn(2, 5, 5, height, width)
+    with torch.enable_grad():
+        expected = double_pass(cell, inputs, second_pass)
+    with torch.no_grad():
+        fast = double_pass(cell, inputs, second_pass)
+    with torch.inference_mode():
+        under_inference_mode = double_pass(cell, inputs, second_pass)
+    assert expected.requires_grad and not fast.requires_grad
+    assert torch.allclose(fast, expected, atol=1e-6)
+    assert torch.equal(under_inference_mode, fast)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_exp_elu_at_inference_equals_elu(inplace):
+    x = torch.cat([torch.linspace(-30, 5, 2001), torch.tensor([0.0, -1e-8, 1e-8, -0.0])])
+    expected = F.elu(x)
+    with torch.no_grad():
+        given = x.clone()
+        fast = ExpELU(inplace=inplace)(given)
+    assert torch.allclose(fast, expected, rtol=0, atol=2e-7)
+    assert (fast.data_ptr() == given.data_ptr()) == inplace
+    x.requires_grad_(True)
+    assert torch.equal(ExpELU()(x), expected)  # training: nn.ELU itself
+
+
+def test_segmentation_head_equals_its_convolution():
+    torch.manual_seed(0)
+    head = SegmentationHead(nn.Conv2d, 6, 3, deep_supervision=False)
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    assert torch.allclose(head(x), head.head(x), atol=1e-6)
+    weights = torch.randn(2, 3, 5, 7)
+    grads = torch.autograd.grad((head(x) * weights).sum(), [x, *head.parameters()])
+    reference = torch.autograd.grad((head.head(x) * weights).sum(), [x, *head.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, reference))
 
 
 def test_double_pass_lets_the_first_slice_see_the_last():

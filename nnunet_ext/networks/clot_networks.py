@@ -28,7 +28,7 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Con
 from torch import nn
 
 from nnunet_ext.networks.attention_blocks import CrossAttention, UpBlock, upsample_to
-from nnunet_ext.networks.recurrent_blocks import ConvLSTMCell, DoublePassRecurrence, LogicLSTMCell
+from nnunet_ext.networks.recurrent_blocks import ConvLSTMCell, DoublePassRecurrence, LogicLSTMCell, pointwise_conv
 
 SecondPass = Literal["forward", "reverse"]
 
@@ -96,7 +96,7 @@ class SegmentationHead(nn.Module):
         self.deep_supervision = deep_supervision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+        return pointwise_conv(x, self.head.weight, self.head.bias)
 
 
 class SliceRecurrentSegmenter(nn.Module):

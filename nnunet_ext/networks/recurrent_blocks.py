@@ -50,14 +50,17 @@ def _double_with_index(x: torch.Tensor, index: torch.Tensor, dim: int, shift: in
             torch.where(later, index.narrow(dim, shift, length), index.narrow(dim, 0, length)))
 
 
-def _sliding_max(x: torch.Tensor, window: int, dim: int, with_index: bool
+def _sliding_max(x: torch.Tensor, window: int, dim: int, with_index: bool, expand: bool = True
                  ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(max over the 'same' window along dim, position along dim of each maximum or None); see sliding_max_same."""
+    """(max over the 'same' window along dim, position along dim of each maximum or None); see sliding_max_same.
+    Where every output sees the whole axis, expand=False returns the maximum with size 1 along dim (it
+    broadcasts to the same values) instead of a full-size view."""
     length = x.shape[dim]
     window, before = _clipped_window(window, length)
     if before >= length - 1 and window - 1 - before >= length - 1:  # every output sees the whole axis
         if not with_index:
-            return x.amax(dim=dim, keepdim=True).expand_as(x), None
+            values = x.amax(dim=dim, keepdim=True)
+            return (values.expand_as(x) if expand else values), None
         values, index = x.max(dim=dim, keepdim=True)
         return values.expand_as(x), index.expand_as(x)
     result = _pad_axis(x, dim, before, window - 1 - before)
@@ -158,29 +161,63 @@ class MultiWindowMaxPool(nn.Module):
 
 def _lstm_update(gates: torch.Tensor, cell_state: torch.Tensor, gate_dim: int = 1) -> LSTMState:
     """Standard LSTM state update from gate pre-activations in the order (i, f, o, g) along `gate_dim` (e.g.
-    [B, 4, n_h, *spatial]); cell_state has the gates' shape without that axis. No peepholes (methods.md 3.3).
-    Without autograd (inference) the gates are overwritten in place: each full-size temporary costs a fresh
-    allocation per slice, which on CPU costs as much as the arithmetic."""
-    def gate(tensor: torch.Tensor, index: int) -> torch.Tensor:
-        return tensor.select(gate_dim, index)
-    if torch.is_grad_enabled():
-        squashed = torch.sigmoid(gates.narrow(gate_dim, 0, 3))
-        c = gate(squashed, 1) * cell_state + gate(squashed, 0) * torch.tanh(gate(gates, 3))
-        return gate(squashed, 2) * torch.tanh(c), c
-    squashed = gates.narrow(gate_dim, 0, 3).sigmoid_()
-    candidate = gate(gates, 3).tanh_().mul_(gate(squashed, 0))
-    c = torch.addcmul(candidate, gate(squashed, 1), cell_state)
-    return gate(squashed, 2).mul_(torch.tanh(c)), c
+    [B, 4, n_h, *spatial]); cell_state has the gates' shape without that axis. No peepholes (methods.md 3.3)."""
+    squashed = torch.sigmoid(gates.narrow(gate_dim, 0, 3))
+    c = squashed.select(gate_dim, 1) * cell_state + squashed.select(gate_dim, 0) * torch.tanh(gates.select(gate_dim, 3))
+    return squashed.select(gate_dim, 2) * torch.tanh(c), c
 
 
-def _gate_conv(conv: _ConvNd, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """`conv` with another weight and bias (a slice of its own), sent to oneDNN for float32 on CPU: PyTorch's
-    dispatcher gives small 1 x 1 convolutions (batch < 16, one thread) its im2col path, measured 2-3x slower here
-    for the Logic LSTM's 1 x 1 gates."""
+def _tanh_(x: torch.Tensor) -> torch.Tensor:
+    """tanh in place as 2 sigmoid(2x) - 1: PyTorch's CPU tanh measured 5x slower than its sigmoid here (3.4x
+    with the extra passes); the two differ by float rounding (< 2e-7)."""
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+def _lstm_update_into(gates: torch.Tensor, cell_state: torch.Tensor, hidden_out: torch.Tensor) -> None:
+    """`_lstm_update` without autograd and without new full-size tensors (gates [B, 4, n, *spatial]): the gates
+    are overwritten, cell_state is updated in place and h is written into hidden_out. The gates may have size 1
+    on spatial axes (a pooled window spanning the whole slice): they broadcast over the state. On CPU a fresh
+    full-size temporary costs as much as the arithmetic, so inference reuses its buffers."""
+    squashed = gates.narrow(1, 0, 3).sigmoid_()
+    candidate = _tanh_(gates.select(1, 3)).mul_(squashed.select(1, 0))
+    cell_state.mul_(squashed.select(1, 1)).add_(candidate)
+    _tanh_(hidden_out.copy_(cell_state)).mul_(squashed.select(1, 2))
+
+
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   accumulate: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A 1 x 1 (x 1) convolution of x [B, C, *spatial] with weight [O, C, 1, ...], plus `accumulate` [B, O, *spatial]
+    if given, as one matrix product over the channels (BLAS adds `accumulate` while it writes the result).
+    Measured on CPU, one thread, 128 x 128 slices: 5x faster than oneDNN's 1 x 1 convolution for the Logic LSTM's
+    36 -> 128 gates and 10x faster than a convolution for a 2-class head."""
+    batch, channels = x.shape[:2]
+    matrix = weight.reshape(weight.shape[0], channels)
+    columns = x.reshape(batch, channels, -1)
+    if accumulate is None and bias is None:
+        out = torch.matmul(matrix, columns)
+    else:
+        addend = bias.view(1, -1, 1) if accumulate is None else accumulate.reshape(batch, matrix.shape[0], -1)
+        out = torch.baddbmm(addend, matrix.expand(batch, *matrix.shape), columns)
+        if accumulate is not None and bias is not None:
+            out.add_(bias.view(1, -1, 1))  # in place on the fresh product (its backward does not need it)
+    return out.view(batch, matrix.shape[0], *x.shape[2:])
+
+
+def _gate_conv(conv: _ConvNd, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+               accumulate: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`conv` with another weight and bias (a slice of its own), plus `accumulate` if given; a fresh tensor.
+    1 x 1 kernels run as `pointwise_conv`; k x k ones go to oneDNN for float32 on CPU (PyTorch's dispatcher may
+    give small convolutions its slower im2col path)."""
+    if all(k == 1 for k in weight.shape[2:]) and conv.groups == 1 and all(s == 1 for s in conv.stride) \
+            and all(p == 0 for p in conv.padding):
+        return pointwise_conv(x, weight, bias, accumulate)
     if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and torch.backends.mkldnn.is_available() \
             and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):
-        return torch.mkldnn_convolution(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
-    return conv._conv_forward(x, weight, bias)
+        out = torch.mkldnn_convolution(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+    else:
+        out = conv._conv_forward(x, weight, bias)
+    # in place on the fresh convolution output (a convolution's backward does not need its output)
+    return out if accumulate is None else out.add_(accumulate)
 
 
 def _split_conv(weight: torch.Tensor, input_channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -189,24 +226,41 @@ def _split_conv(weight: torch.Tensor, input_channels: int) -> Tuple[torch.Tensor
     return weight[:, :input_channels], weight[:, input_channels:]
 
 
+ProjectedInputs = Tuple[torch.Tensor, ...]  # the input part of the gates, one tensor per gate part
+
+
+def _at_slice(projected: ProjectedInputs, t: int) -> ProjectedInputs:
+    return tuple(part[:, t] for part in projected)
+
+
 class RecurrentCell(nn.Module):
     """A cell whose gate pre-activations are W_x * x_t + W_h * h_{t-1} + b.
 
-    `project_inputs` computes W_x * x + b for any number of slices at once (one batched convolution, shared by both
-    passes of `double_pass`); `step` adds W_h * h_{t-1} and updates the state. forward(x, state) = one whole step.
+    `project_inputs` computes W_x * x + b for any number of slices at once (batched convolutions, shared by both
+    passes of `double_pass`), as a tuple with one tensor per gate part (kept apart: joining them would copy every
+    slice's gates once more); `step` adds W_h * h_{t-1} and returns the next state; `step_in_place` does the same
+    for inference into buffers it is given. forward(x, state) = one whole step.
     """
 
     hidden_channels: int
 
     def initial_state(self, x: torch.Tensor) -> LSTMState:
-        zeros = x.new_zeros((x.shape[0], self.hidden_channels, *x.shape[2:]))
-        return zeros, zeros
+        """Zero (h, c), two distinct tensors (`step_in_place` updates c in place)."""
+        shape = (x.shape[0], self.hidden_channels, *x.shape[2:])
+        return x.new_zeros(shape), x.new_zeros(shape)
 
-    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def project_inputs(self, x: torch.Tensor) -> ProjectedInputs:
         raise NotImplementedError
 
-    def step(self, projected: torch.Tensor, state: LSTMState) -> LSTMState:
+    def step(self, projected: ProjectedInputs, state: LSTMState) -> LSTMState:
         raise NotImplementedError
+
+    def step_in_place(self, projected: ProjectedInputs, state: LSTMState, hidden_out: torch.Tensor) -> None:
+        """The step without autograd: c (state[1]) is updated in place and the new h written into hidden_out,
+        which may be state[0] itself (the gates are computed from h before it is overwritten)."""
+        h, c = self.step(projected, state)
+        state[1].copy_(c)
+        hidden_out.copy_(h)
 
     def forward(self, x: torch.Tensor, state: LSTMState) -> LSTMState:
         return self.step(self.project_inputs(x), state)
@@ -228,15 +282,22 @@ class ConvLSTMCell(RecurrentCell):
         self.gates = conv_op(input_channels + hidden_channels, 4 * hidden_channels, kernel_size,
                              padding=kernel_size // 2, bias=bias)
 
-    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def project_inputs(self, x: torch.Tensor) -> ProjectedInputs:
         weight, _ = _split_conv(self.gates.weight, self.input_channels)
-        return _gate_conv(self.gates, x, weight, self.gates.bias)
+        return (_gate_conv(self.gates, x, weight, self.gates.bias),)
 
-    def step(self, projected: torch.Tensor, state: LSTMState) -> LSTMState:
-        h, c = state
+    def _gates(self, projected: ProjectedInputs, h: torch.Tensor) -> torch.Tensor:
+        """[B, 4, n_h, *spatial] pre-activations (a fresh tensor: the in-place update may overwrite it)."""
         _, recurrent_weight = _split_conv(self.gates.weight, self.input_channels)
-        gates = _gate_conv(self.gates, h, recurrent_weight, None).add_(projected)
-        return _lstm_update(gates.unflatten(1, (4, self.hidden_channels)), c)
+        return _gate_conv(self.gates, h, recurrent_weight, None, projected[0]).unflatten(1, (4, self.hidden_channels))
+
+    def step(self, projected: ProjectedInputs, state: LSTMState) -> LSTMState:
+        h, c = state
+        return _lstm_update(self._gates(projected, h), c)
+
+    def step_in_place(self, projected: ProjectedInputs, state: LSTMState, hidden_out: torch.Tensor) -> None:
+        h, c = state
+        _lstm_update_into(self._gates(projected, h), c, hidden_out)
 
 
 class LogicLSTMCell(RecurrentCell):
@@ -286,24 +347,29 @@ class LogicLSTMCell(RecurrentCell):
         bias = self.logic_part.bias
         return reorder(self.logic_part.weight), None if bias is None else reorder(bias)
 
-    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """[W_x^C * x + b^C; W_x^L * x + b^L]: [N, 4 n_C + 4 n_L, *spatial] (logic channels as `_logic_weights`)."""
+    def project_inputs(self, x: torch.Tensor) -> ProjectedInputs:
+        """(W_x^C * x + b^C [N, 4 n_C, *spatial], W_x^L * x + b^L [N, 4 n_L, *spatial], channels as
+        `_logic_weights`)."""
         conv_weight, _ = _split_conv(self.conv_part.weight, self.input_channels)
         logic_weight, logic_bias = self._logic_weights()
         logic_weight, _ = _split_conv(logic_weight, self.input_channels)
-        return torch.cat([_gate_conv(self.conv_part, x, conv_weight, self.conv_part.bias),
-                          _gate_conv(self.logic_part, x, logic_weight, logic_bias)], dim=1)
+        return (_gate_conv(self.conv_part, x, conv_weight, self.conv_part.bias),
+                _gate_conv(self.logic_part, x, logic_weight, logic_bias))
 
-    def step(self, projected: torch.Tensor, state: LSTMState) -> LSTMState:
-        h, c = state
-        batch, spatial = h.shape[0], h.shape[2:]
-        groups = len(self.transfer.windows)
+    def _gates(self, projected: ProjectedInputs, h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Pre-activations of the conv part [B, 4 n_C, *spatial] and of the logic part before T [B, 4 n_L,
+        *spatial], channels (group, gate, m); fresh tensors, so that the in-place update may overwrite them."""
         _, conv_weight = _split_conv(self.conv_part.weight, self.input_channels)
         _, logic_weight = _split_conv(self._logic_weights()[0], self.input_channels)
         conv_state = h if self.conv_part_sees_logic_state else h[:, :self.conv_channels]
-        # in place on the fresh convolution outputs (a convolution's backward does not need its output)
-        conv = _gate_conv(self.conv_part, conv_state, conv_weight, None).add_(projected[:, :4 * self.conv_channels])
-        logic = _gate_conv(self.logic_part, h, logic_weight, None).add_(projected[:, 4 * self.conv_channels:])
+        return (_gate_conv(self.conv_part, conv_state, conv_weight, None, projected[0]),
+                _gate_conv(self.logic_part, h, logic_weight, None, projected[1]))
+
+    def step(self, projected: ProjectedInputs, state: LSTMState) -> LSTMState:
+        h, c = state
+        batch, spatial = h.shape[0], h.shape[2:]
+        groups = len(self.transfer.windows)
+        conv, logic = self._gates(projected, h)
         logic = self.transfer(logic)  # channels (group, gate, m): T's groups are consecutive blocks
         # each gate is [C; L]: update the two parts of the state apart (an LSTM update is per channel), which
         # avoids assembling the gates along an inner axis (a slow copy on CPU)
@@ -313,16 +379,49 @@ class LogicLSTMCell(RecurrentCell):
         return (torch.cat([h_conv, h_logic.reshape(batch, self.logic_channels, *spatial)], dim=1),
                 torch.cat([c_conv, c_logic.reshape(batch, self.logic_channels, *spatial)], dim=1))
 
+    def step_in_place(self, projected: ProjectedInputs, state: LSTMState, hidden_out: torch.Tensor) -> None:
+        """Inference step, one pooling group at a time: a group's gates (4 m channels of one slice) stay in the
+        CPU's cache from T to the state update, where the whole gate tensor would not; a window that spans the
+        slice pools to one value per channel, which the update broadcasts instead of expanding."""
+        h, c = state
+        batch, conv_channels = h.shape[0], self.conv_channels
+        conv, logic = self._gates(projected, h)
+        _lstm_update_into(conv.view(batch, 4, conv_channels, *conv.shape[2:]), c[:, :conv_channels],
+                          hidden_out[:, :conv_channels])
+        per_group = self.logic_channels // len(self.transfer.windows)
+        for group, window in enumerate(self.transfer.windows):
+            gates = logic[:, 4 * per_group * group:4 * per_group * (group + 1)]
+            for dim in range(2, gates.ndim):
+                gates = _sliding_max(gates, window, dim, with_index=False, expand=False)[0]
+            state_channels = slice(conv_channels + per_group * group, conv_channels + per_group * (group + 1))
+            _lstm_update_into(gates.view(batch, 4, per_group, *gates.shape[2:]), c[:, state_channels],
+                              hidden_out[:, state_channels])
 
-def run_recurrence(cell: RecurrentCell, projected: torch.Tensor, state: LSTMState, order: Sequence[int]
+
+def run_recurrence(cell: RecurrentCell, projected: ProjectedInputs, state: LSTMState, order: Sequence[int]
                    ) -> Tuple[List[torch.Tensor], LSTMState]:
-    """Step `cell` through projected inputs projected[:, t] for t in `order` from `state`; returns h per step
-    (indexed by t; None for steps not visited) and the final state."""
-    outputs: List[torch.Tensor] = [None] * projected.shape[1]
+    """Step `cell` through projected inputs (part[:, t] of every part) for t in `order` from `state`; returns h per
+    step (indexed by t; None for steps not visited) and the final state."""
+    outputs: List[torch.Tensor] = [None] * projected[0].shape[1]
     for t in order:
-        state = cell.step(projected[:, t], state)
+        state = cell.step(_at_slice(projected, t), state)
         outputs[t] = state[0]
     return outputs, state
+
+
+def _double_pass_in_place(cell: RecurrentCell, projected: ProjectedInputs, state: LSTMState,
+                          second_order: Sequence[int]) -> torch.Tensor:
+    """`double_pass` without autograd: pass 1 updates one state in place, pass 2 writes each h_t straight into
+    the output (no per-step state tensors, no final stack)."""
+    h, c = state
+    slices = projected[0].shape[1]
+    for t in range(slices):
+        cell.step_in_place(_at_slice(projected, t), (h, c), h)
+    outputs = h.new_empty((h.shape[0], slices, *h.shape[1:]))
+    for t in second_order:
+        cell.step_in_place(_at_slice(projected, t), (h, c), outputs[:, t])
+        h = outputs[:, t]
+    return outputs
 
 
 def double_pass(cell: RecurrentCell, inputs: torch.Tensor, second_pass: str = "forward") -> torch.Tensor:
@@ -332,18 +431,23 @@ def double_pass(cell: RecurrentCell, inputs: torch.Tensor, second_pass: str = "f
     weights from that state ('forward': t = 1..S; 'reverse': t = S..1) and its h_t are the outputs. The first
     slices therefore see the whole stack, as a bidirectional recurrence would, without extra parameters.
     Gradients flow through both passes. The input part of every gate is computed once, for all slices, and
-    shared by the two passes; only the recurrent part runs slice by slice.
+    shared by the two passes; only the recurrent part runs slice by slice. Without autograd (inference) the
+    steps run in place (`RecurrentCell.step_in_place`).
     """
     if second_pass not in SECOND_PASS_ORDERS:
         raise ValueError(f"unknown second pass order {second_pass!r}; expected one of {', '.join(SECOND_PASS_ORDERS)}")
     if inputs.ndim < 4 or inputs.shape[1] < 1:
         raise ValueError(f"expected inputs [B, S, C, *spatial] with S >= 1, got shape {tuple(inputs.shape)}")
     batch, slices = inputs.shape[:2]
-    projected = cell.project_inputs(inputs.flatten(0, 1))
-    projected = projected.view(batch, slices, *projected.shape[1:])
+    projected = tuple(part.view(batch, slices, *part.shape[1:])
+                      for part in cell.project_inputs(inputs.flatten(0, 1)))
     steps = range(slices)
-    _, memory = run_recurrence(cell, projected, cell.initial_state(inputs[:, 0]), steps)
-    outputs, _ = run_recurrence(cell, projected, memory, steps if second_pass == "forward" else reversed(steps))
+    second_order = steps if second_pass == "forward" else reversed(steps)
+    state = cell.initial_state(inputs[:, 0])
+    if not torch.is_grad_enabled():
+        return _double_pass_in_place(cell, projected, state, second_order)
+    _, memory = run_recurrence(cell, projected, state, steps)
+    outputs, _ = run_recurrence(cell, projected, memory, second_order)
     return torch.stack(outputs, dim=1)
 
 
