@@ -93,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                    "nnunet_ext_reproduce_clot"))
             if outcome.submitted:
                 return
-        reports = harness.run_tables(selection, args.lesion, report_only=True, up_to_run=args.runs)
+        reports = harness.read_tables(selection, args.lesion, up_to_run=args.runs)
         easy = args.easy_results or (EASY_RESULTS if profile.preset != "easy" else None)
         for table, (rows, results, notes) in reports.items():
             if not any(r is not None for runs in results.values() for r in runs):

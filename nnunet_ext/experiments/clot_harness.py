@@ -389,36 +389,20 @@ class ClotHarness:
         return result
 
     # ---- tables --------------------------------------------------------------------------------------------
-    def run_tables(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str] = None,
-                   report_only: bool = False, up_to_run: Optional[int] = None
-                   ) -> Dict[int, Tuple[List[Row], Dict[str, List[Optional[Dict]]], List[str]]]:
+    def read_tables(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str] = None,
+                    up_to_run: Optional[int] = None
+                    ) -> Dict[int, Tuple[List[Row], Dict[str, List[Optional[Dict]]], List[str]]]:
         """{table: (rows, row key -> one result per run (None: not finished), extra notes)} for the tables and
-        models in `selection`. Run-major: run 1 of every row of every table, then run 2, ...; so an interrupted
-        reproduction has whole runs, and a row shared by several tables is computed once per run. report_only:
-        nothing is computed, the finished runs are read; up_to_run: only runs 1..up_to_run are computed (the
-        later ones are read where finished)."""
-        last = self._last_run(up_to_run)
-        layouts = {table: table_rows(table, self.profile, models, lesion_source) for table, models in selection.items()}
+        models in `selection`, read from the runs finished so far (`job_stages` computes them). Nothing is
+        computed; up_to_run only checks that the runs asked for exist in the profile."""
+        self._last_run(up_to_run)
         runs = range(1, self.profile.runs + 1)
-        done: Dict[Tuple[str, int], Optional[Dict]] = {}
-        for run in runs:
-            read_only = report_only or run > last
-            for table, rows in layouts.items():
-                for number, row in enumerate(rows, start=1):
-                    if (row.key, run) in done:
-                        continue
-                    if read_only and not os.path.isfile(self.result_path(row, run)):
-                        done[(row.key, run)] = None
-                        continue
-                    started = time.time()
-                    done[(row.key, run)] = self.run_row(row, run)
-                    if not read_only:
-                        self.log(f"[run {run}/{self.profile.runs}, Table {table}, {number}/{len(rows)}] {row.key}: "
-                                 f"done in {time.time() - started:.0f} s")
         reports = {}
-        for table, rows in layouts.items():
-            results = {row.key: [done[(row.key, run)] for run in runs] for row in rows}
-            reports[table] = (rows, results, self._lesion_notes(rows, report_only, last))
+        for table, models in selection.items():
+            rows = table_rows(table, self.profile, models, lesion_source)
+            results = {row.key: [self.run_row(row, run) if os.path.isfile(self.result_path(row, run)) else None
+                                 for run in runs] for row in rows}
+            reports[table] = (rows, results, self._lesion_notes(rows))
         return reports
 
     def _last_run(self, up_to_run: Optional[int]) -> int:
@@ -495,17 +479,12 @@ class ClotHarness:
         return [[Task("clot tables: datasets, plans, inputs", self, "prepare", dict(selection), lesion_source)],
                 trainings, evaluations]
 
-    def run_table(self, table: int, models: Optional[Sequence[str]] = None, lesion_source: Optional[str] = None,
-                  report_only: bool = False) -> Tuple[List[Row], Dict[str, List[Optional[Dict]]], List[str]]:
-        """One table of `run_tables`."""
-        return self.run_tables({table: models}, lesion_source, report_only)[table]
-
-    def _lesion_notes(self, rows: Sequence[Row], report_only: bool, last: int) -> List[str]:
+    def _lesion_notes(self, rows: Sequence[Row]) -> List[str]:
         if not any("Lesion" in r.chain and r.lesion_source == "model" for r in rows):
             return []
         dice = []
         for run in range(1, self.profile.runs + 1):
-            if (report_only or run > last) and not os.path.isfile(self.lesion_result_path("AB", run)):
+            if not os.path.isfile(self.lesion_result_path("AB", run)):
                 dice.append(None)
                 continue
             dice.append(self.lesion_model_result("AB", run)["dice"]["mean"])
