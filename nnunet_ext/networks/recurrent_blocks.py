@@ -46,7 +46,7 @@ def _double_with_index(x: torch.Tensor, index: torch.Tensor, dim: int, shift: in
     length = x.shape[dim] - shift
     first, second = x.narrow(dim, 0, length), x.narrow(dim, shift, length)
     later = second > first
-    return (torch.where(later, second, first),
+    return (torch.maximum(first, second),
             torch.where(later, index.narrow(dim, shift, length), index.narrow(dim, 0, length)))
 
 
@@ -65,10 +65,12 @@ def _sliding_max(x: torch.Tensor, window: int, dim: int, with_index: bool, expan
         return values.expand_as(x), index.expand_as(x)
     result = _pad_axis(x, dim, before, window - 1 - before)
     index = None
-    if with_index:  # position in x of every padded sample (the -inf padding never wins: no index is out of range)
+    # position in x of every padded sample (the -inf padding never wins: no index is out of range); int32 and
+    # broadcast along the other axes until the first doubling: half the memory and time of a full int64 index
+    if with_index:
         shape = [1] * x.ndim
         shape[dim] = result.shape[dim]
-        index = (torch.arange(result.shape[dim], device=x.device) - before).view(shape).expand_as(result)
+        index = (torch.arange(result.shape[dim], device=x.device, dtype=torch.int32) - before).view(shape)
     width = 1  # result[i] = max(padded[i : i + width])
     shifts = []
     while 2 * width <= window:
@@ -99,7 +101,8 @@ class _SlidingMax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         index, = ctx.saved_tensors
-        grad_input = grad.new_zeros(ctx.shape).scatter_add_(ctx.dim, index.contiguous(), grad.contiguous())
+        winners = index.expand_as(grad).to(torch.int64).contiguous()  # scatter_add_ takes int64 only
+        grad_input = grad.new_zeros(ctx.shape).scatter_add_(ctx.dim, winners, grad.contiguous())
         return grad_input, None, None
 
 
