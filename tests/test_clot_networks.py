@@ -9,7 +9,7 @@ from torch import nn
 
 from nnunet_ext.networks.attention_blocks import (CrossAttention, ExpELU, UpBlock, conv_of_nearest_upsampling, upsample_to,
                                                   upsample_tokens)
-from nnunet_ext.networks.clot_networks import (ATTENTION_MODELS, CLOT_MODELS, LLSTM, SegmentationHead, UpAttLLSTM,
+from nnunet_ext.networks.clot_networks import (ATTENTION_MODELS, CLOT_MODELS, SegmentationHead, UpAttLLSTM,
                                                count_parameters, model_class_path)
 from nnunet_ext.networks.recurrent_blocks import (SECOND_PASS_ORDERS, ConvLSTMCell, LogicLSTMCell,
                                                   channel_group_max_pool, double_pass, logic_pool_windows,

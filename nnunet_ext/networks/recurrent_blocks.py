@@ -131,12 +131,18 @@ def channel_group_max_pool(x: torch.Tensor, windows: Sequence[int]) -> torch.Ten
     groups = len(windows)
     if groups == 0 or x.shape[1] % groups:
         raise ValueError(f"{x.shape[1]} channels cannot be cut into {groups} equal groups for windows {list(windows)}")
-    pooled = []
-    for group, window in zip(torch.chunk(x, groups, dim=1), windows):
-        for dim in range(2, x.ndim):
-            group = sliding_max_same(group, int(window), dim)
-        pooled.append(group)
-    return torch.cat(pooled, dim=1)
+    return torch.cat([box_max(group, int(window)) for group, window in zip(torch.chunk(x, groups, dim=1), windows)],
+                     dim=1)
+
+
+def box_max(x: torch.Tensor, window: int, keep_size: bool = True) -> torch.Tensor:
+    """Max over a window x window (x ...) box of every spatial axis of x [B, C, *spatial], separably (the max over a
+    box is the max of maxima along each axis). keep_size=False (inference only, no gradient): an axis the window
+    spans whole keeps size 1, which broadcasts to the same values."""
+    for dim in range(2, x.ndim):
+        x = sliding_max_same(x, window, dim) if keep_size else \
+            _sliding_max(x, window, dim, with_index=False, expand=False)[0]
+    return x
 
 
 def logic_pool_windows(pool_scales: int) -> List[int]:
@@ -393,9 +399,7 @@ class LogicLSTMCell(RecurrentCell):
                           hidden_out[:, :conv_channels])
         per_group = self.logic_channels // len(self.transfer.windows)
         for group, window in enumerate(self.transfer.windows):
-            gates = logic[:, 4 * per_group * group:4 * per_group * (group + 1)]
-            for dim in range(2, gates.ndim):
-                gates = _sliding_max(gates, window, dim, with_index=False, expand=False)[0]
+            gates = box_max(logic[:, 4 * per_group * group:4 * per_group * (group + 1)], window, keep_size=False)
             state_channels = slice(conv_channels + per_group * group, conv_channels + per_group * (group + 1))
             _lstm_update_into(gates.view(batch, 4, per_group, *gates.shape[2:]), c[:, state_channels],
                               hidden_out[:, state_channels])
