@@ -193,23 +193,29 @@ def _run(dice_p, dice_d, fp_sizes_p, detection_d=1.0):
             "commands": ["nnUNetv2_train ..."]}
 
 
+def _assert_aggregate(cell: dict, mean: float, std_runs: float, runs: int, values: list) -> None:
+    """One aggregated cell, nested values compared one by one (pytest >= 9 refuses approx of nested dicts)."""
+    assert set(cell) == {"mean", "std_runs", "runs", "values"}
+    assert cell["mean"] == pytest.approx(mean) and cell["std_runs"] == pytest.approx(std_runs)
+    assert cell["runs"] == runs
+    assert len(cell["values"]) == len(values)
+    for found, expected in zip(cell["values"], values):
+        assert found is None if expected is None else found == pytest.approx(expected)
+
+
 def test_runs_are_aggregated_to_mean_and_std():
     first, second = _run(0.5, 0.25, [0.001]), _run(0.7, 0.75, [], detection_d=0.0)
     aggregate = aggregate_runs([first["metrics"], second["metrics"]])
-    assert aggregate["proximal"]["dice"] == pytest.approx({"mean": 0.6, "std_runs": 0.1, "runs": 2,
-                                                           "values": [0.5, 0.7]})
+    _assert_aggregate(aggregate["proximal"]["dice"], mean=0.6, std_runs=0.1, runs=2, values=[0.5, 0.7])
     assert aggregate["distal"]["dice"]["mean"] == pytest.approx(0.5)
     assert aggregate["distal"]["dice"]["std_runs"] == pytest.approx(0.25)
     assert aggregate["all"]["detection"]["mean"] == pytest.approx(0.75)  # runs: 1.0 and 0.5
-    assert aggregate["proximal"]["fp_count"] == pytest.approx({"mean": 0.5, "std_runs": 0.5, "runs": 2,
-                                                               "values": [1.0, 0.0]})
+    _assert_aggregate(aggregate["proximal"]["fp_count"], mean=0.5, std_runs=0.5, runs=2, values=[1.0, 0.0])
     # a size exists only in the run that has an FP: the mean is over that run, the missing value kept as None
-    assert aggregate["proximal"]["fp_size_mm3"] == pytest.approx({"mean": 1.0, "std_runs": 0.0, "runs": 1,
-                                                                  "values": [1.0, None]})
+    _assert_aggregate(aggregate["proximal"]["fp_size_mm3"], mean=1.0, std_runs=0.0, runs=1, values=[1.0, None])
     assert aggregate["all"]["cases"] == 2 and aggregate["distal"]["cases"] == 1
     partial = aggregate_runs([first["metrics"], None])
-    assert partial["proximal"]["dice"] == pytest.approx({"mean": 0.5, "std_runs": 0.0, "runs": 1,
-                                                         "values": [0.5, None]})
+    _assert_aggregate(partial["proximal"]["dice"], mean=0.5, std_runs=0.0, runs=1, values=[0.5, None])
     assert missing_text([first, None]) == "run 2 of 2 missing"
     assert missing_text([None, first, None]) == "runs 1, 3 of 3 missing" and missing_text([first]) == ""
 
