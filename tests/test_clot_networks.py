@@ -141,7 +141,7 @@ TABLE4_LAYERS = {  # D = 32, P_D = 32, P_S = 4, MLP ratio 4, n_up = 32, skip 12,
     "gains alpha, beta": 2,
     "Up block skip, 3x3 conv 2 -> 12": 216 + 12,
     "Up block fuse, 7x7 conv 44 -> 32": 68_992 + 32,
-    "Up block BatchNorm": 64,
+    "Up block norm (affine)": 64,
     "LLSTM conv part, 3x3 conv 68 -> 16": 9792 + 16,
     "LLSTM logic part, 1x1 conv 68 -> 128": 8704 + 128,
     "head, 1x1 conv 36 -> 2": 72 + 2,
@@ -157,7 +157,7 @@ PAPER_SIZE_LAYERS = {  # D = 128, n_up = 128, n_C = 32, n_L = 128 (n_h = 160); t
     "gains alpha, beta": 2,
     "Up block skip, 3x3 conv 2 -> 12": 216 + 12,
     "Up block fuse, 7x7 conv 140 -> 128": 878_080 + 128,
-    "Up block BatchNorm": 256,
+    "Up block norm (affine)": 256,
     "LLSTM conv part, 3x3 conv 288 -> 128": 331_776 + 128,
     "LLSTM logic part, 1x1 conv 288 -> 512": 147_456 + 512,
     "head, 1x1 conv 160 -> 2": 320 + 2,
@@ -169,7 +169,9 @@ def test_table4_template_parameter_count_is_the_sum_of_its_layers():
     the SWAN position embedding (4097 x 32) and the Up block's 7x7 conv. Nothing is padded to reach 2 M here."""
     counts = _template_counts("upattllstm")
     assert counts["UpAttLLSTM"] == sum(TABLE4_LAYERS.values()) == 266_848
-    assert counts == {"CLSTM": 90_778, "LLSTM": 21_146, "AttCLSTM": 267_164, "AttLLSTM": 197_532,
+    # the ablations without the Up block return to full resolution by a learned unpatchify: a 4x4 transposed
+    # conv 32 -> 32 with bias, 32 * 32 * 16 + 32 = 16,416 parameters on top of the resized versions' 197,532 / 267,164
+    assert counts == {"CLSTM": 90_778, "LLSTM": 21_146, "AttCLSTM": 267_164 + 16_416, "AttLLSTM": 197_532 + 16_416,
                       "UpAttLLSTM": 266_848}
 
 

@@ -1,7 +1,9 @@
 """UpAttLLSTM in nnU-Net: plans derived from nnU-Net's own, the clot trainers, and the stock nnUNetv2_train /
 nnUNetv2_predict end to end on a tiny clot cohort on CPU."""
+import glob
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -87,6 +89,16 @@ def test_stock_training_ran_the_clot_trainer(clot_run):
     settings = json.load(open(os.path.join(fold, "nnunet_ext_settings.json")))["settings"]
     assert settings["num_epochs"] == 1 and settings["num_iterations_per_epoch"] == 3
     assert settings["augmentation"] == {"flip_probability_per_axis": 0.4, "gaussian_noise_probability": 0.4}
+    assert settings["optimizer"]["name"] == "AdamW" and settings["optimizer"]["learning_rate"] == 1e-3
+    assert settings["clot_sampling"]["validation"] == "drawn as training crops"
+    # the optimizer nnU-Net saved is ours, two groups (decayed, not decayed), at the poly schedule's first lr
+    groups = checkpoint["optimizer_state"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [1e-2, 0.0] and groups[0]["lr"] == pytest.approx(1e-3)
+    # the per-epoch attention diagnostics, logged beside nnU-Net's pseudo Dice
+    log = open(sorted(glob.glob(os.path.join(fold, "training_log_*.txt")))[-1]).read()
+    diagnostics = re.findall(r"attention: alpha (\S+), beta (\S+), entropy (\S+) of max", log)
+    assert len(diagnostics) == 1 and "Pseudo dice" in log
+    assert 0.0 < float(diagnostics[0][2]) <= 1.0
     assert os.listdir(os.path.join(fold, "validation")) and \
         json.load(open(os.path.join(fold, "validation", "summary.json")))["metric_per_case"][0]["reference_file"] \
         .endswith(f"{VALIDATION_CASE}.nii.gz")

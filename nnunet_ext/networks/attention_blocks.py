@@ -74,6 +74,16 @@ def conv_of_nearest_upsampling(x: torch.Tensor, weight: torch.Tensor, factor: in
     return F.conv_transpose2d(x, composed.transpose(0, 1), stride=factor, padding=kernel // 2)
 
 
+def normalised_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy of each attention row (last axis, rows summing to 1) divided by its maximum log(N): 1 for uniform
+    attention over the keys, 0 for attention on a single key."""
+    keys = weights.shape[-1]
+    if keys < 2:
+        return torch.zeros(weights.shape[:-1], dtype=weights.dtype, device=weights.device)
+    entropy = -(weights * torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))).sum(-1)
+    return entropy / math.log(keys)
+
+
 class ExpELU(nn.ELU):
     """nn.ELU whose inference (no autograd, alpha = 1) uses ELU(x) = max(x, exp(min(x, 0)) - 1): PyTorch's CPU
     ELU goes through expm1, which is not vectorised (measured 4x slower than exp on the Up block's full-resolution
@@ -185,11 +195,43 @@ class CrossAttention(nn.Module):
                                                   self.key_projection(context), self.value_projection(context))
         return upsample_tokens(attended, query_grid, self.factor), context_tokens, context_grid
 
+    def attention_weights(self, query_image: torch.Tensor, context_image: torch.Tensor) -> torch.Tensor:
+        """softmax(Q K^T / sqrt(D)) [B, N_D + 1, N_S + 1], which `attend` never builds (diagnostics only)."""
+        query_tokens, _ = self.query_embedding(query_image)
+        context_tokens, _ = self.context_embedding(context_image)
+        context = self.context_norm(context_tokens)
+        query = self.query_projection(self.query_norm(query_tokens))
+        key = self.key_projection(context)
+        return torch.softmax(query @ key.transpose(1, 2) / math.sqrt(query.shape[-1]), dim=-1)
+
     def forward(self, query_image: torch.Tensor, context_image: torch.Tensor) -> torch.Tensor:
         attended, context_tokens, grid = self.attend(query_image, context_image)
         first = context_tokens + self.attention_gain * attended
         out = first + self.mlp_gain * self.output_mlp(self.output_norm(first))
         return out[:, 1:].transpose(1, 2).reshape(out.shape[0], out.shape[2], *grid)
+
+
+class TokenUnpatchify(nn.Module):
+    """The attention features back to full resolution without the Up block, learned: every token's D features
+    become its P x P pixels (a transposed convolution with kernel = stride = P, the inverse of the patch
+    embedding; ViT segmentation heads do the same). Nearest upsampling instead gives one value per P x P block,
+    which caps the Dice a small object can reach (a 2-pixel-wide clot predicted in 4 x 4 blocks); with
+    D >= P^2 x channels a token can carry its patch's pixels back.
+    """
+
+    def __init__(self, conv_transpose_op: Type[nn.Module], channels: int, patch_size: int):
+        super().__init__()
+        if patch_size < 1:
+            raise ValueError(f"patch size must be >= 1, got {patch_size}")
+        self.patch_size = patch_size
+        self.projection = conv_transpose_op(channels, channels, patch_size, stride=patch_size)
+
+    def forward(self, features: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        expected = [s * self.patch_size for s in features.shape[2:]]
+        if list(size) != expected:
+            raise ValueError(f"a token grid {list(features.shape[2:])} with patches of {self.patch_size} gives "
+                             f"{expected}, not the image size {list(size)}")
+        return self.projection(features)
 
 
 class UpBlock(nn.Module):

@@ -16,9 +16,14 @@ names). Defaults are methods.md's recommendations (Table 4 read as P_D=32, P_S=4
 n_L=32; n_up=32).
 
 Not stated in the paper, chosen here (methods.md 3): without the Up block (AttCLSTM, AttLLSTM) the attention
-output is upsampled to full resolution (nearest, x P_S) and the recurrence runs there, so the ablation
-differs from UpAttLLSTM by the Up block only, and the Logic LSTM's windows up to 2^8 = 256 span the slice as
-the paper says; the ConvLSTM ablations use n_h = n_C + n_L hidden channels, the Logic LSTM's state size.
+output is brought back to full resolution and the recurrence runs there, so the ablation differs from
+UpAttLLSTM by the Up block only, and the Logic LSTM's windows up to 2^8 = 256 span the slice as the paper says.
+The paper leaves open how; `attention_upsampling` says it: 'learned' (the templates' choice) maps every token to
+its P_S x P_S pixels (TokenUnpatchify, a transposed convolution), 'nearest' / 'linear' resize (the default, as
+plans made before it were trained: nearest repeats one value per P_S x P_S block, which caps the Dice of a clot
+2 pixels wide at ~0.45 on average with P_S = 4). The Up block's difference is then its full-resolution
+susceptibility path, not the resolution itself. The ConvLSTM ablations use n_h = n_C + n_L hidden channels, the
+Logic LSTM's state size.
 """
 from dataclasses import dataclass
 from typing import Dict, Literal, Optional, Sequence, Tuple, Type, Union
@@ -27,10 +32,13 @@ import torch
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from torch import nn
 
-from nnunet_ext.networks.attention_blocks import CrossAttention, UpBlock, upsample_to
+from nnunet_ext.networks.attention_blocks import (UPSAMPLE_MODES, CrossAttention, TokenUnpatchify, UpBlock,
+                                                  upsample_to)
 from nnunet_ext.networks.recurrent_blocks import ConvLSTMCell, DoublePassRecurrence, LogicLSTMCell, pointwise_conv
 
 SecondPass = Literal["forward", "reverse"]
+# the attention models without the Up block: back to full resolution by TokenUnpatchify (see the module docstring)
+LEARNED_UPSAMPLING = "learned"
 
 
 @dataclass(frozen=True)
@@ -71,10 +79,13 @@ class AttentionFrontEnd(nn.Module):
     or, without it, by plain upsampling."""
 
     def __init__(self, attention: CrossAttention, attention_channels: int, up_block: Optional[UpBlock] = None,
-                 upsample_mode: str = "nearest"):
+                 upsample_mode: str = "nearest", unpatchify: Optional[TokenUnpatchify] = None):
         super().__init__()
+        if up_block is not None and unpatchify is not None:
+            raise ValueError("the Up block brings the attention back to full resolution: no unpatchify beside it")
         self.attention = attention
         self.up_block = up_block
+        self.unpatchify = unpatchify
         self.upsample_mode = upsample_mode
         self.output_channels = up_block.output_channels if up_block is not None else attention_channels
 
@@ -82,6 +93,8 @@ class AttentionFrontEnd(nn.Module):
         features = self.attention(dwi, susceptibility)
         if self.up_block is not None:
             return self.up_block(features, susceptibility)
+        if self.unpatchify is not None:
+            return self.unpatchify(features, susceptibility.shape[2:])
         return upsample_to(features, susceptibility.shape[2:], self.upsample_mode)
 
 
@@ -117,14 +130,18 @@ class SliceRecurrentSegmenter(nn.Module):
         self.recurrence = recurrence
         self.decoder = SegmentationHead(nn.Conv2d, recurrence.hidden_channels, num_classes, deep_supervision)
 
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list]:
+    def slice_inputs(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """[B, C, d0, d1, d2] -> the per-slice DWI [B * slices, 1, H, W] and SWAN/PHASE [B * slices, 2, H, W]."""
         if x.ndim != 5 or x.shape[1] != self.input_channels:
             raise ValueError(f"expected input [B, {self.input_channels}, d0, d1, d2], got {tuple(x.shape)}")
         x = x.movedim(2 + self.slice_axis, 2)
         batch, channels, slices, height, width = x.shape
         per_slice = x.transpose(1, 2).reshape(batch * slices, channels, height, width)
-        dwi = per_slice[:, [self.roles.dwi]]
-        susceptibility = per_slice[:, [self.roles.swan, self.roles.phase]]
+        return per_slice[:, [self.roles.dwi]], per_slice[:, [self.roles.swan, self.roles.phase]]
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list]:
+        dwi, susceptibility = self.slice_inputs(x)
+        batch, slices = x.shape[0], x.shape[2 + self.slice_axis]
         features = self.front_end(dwi, susceptibility)
         hidden = self.recurrence(features.view(batch, slices, *features.shape[1:]))
         logits = self.decoder(hidden.flatten(0, 1))
@@ -143,14 +160,24 @@ def _conv_front_end(features: int, kernel: int) -> ConvFrontEnd:
 def _attention_front_end(slice_shape: Sequence[int], attention_dim: int, dwi_patch: int, susceptibility_patch: int,
                          qkv_hidden: int, mlp_ratio: float, per_channel_gains: bool, upsample_mode: str,
                          up_block: Optional[Dict] = None) -> AttentionFrontEnd:
+    """`upsample_mode` 'learned' (models without the Up block only): TokenUnpatchify instead of resizing."""
     if len(slice_shape) != 2:
         raise ValueError(f"slice_shape must be the in-plane patch size [H, W], got {list(slice_shape)}")
     attention = CrossAttention(nn.Conv2d, 1, 2, attention_dim, dwi_patch, susceptibility_patch, slice_shape,
                                qkv_hidden=qkv_hidden, mlp_ratio=mlp_ratio, per_channel_gains=per_channel_gains)
-    up = None
     if up_block is not None:
+        if upsample_mode == LEARNED_UPSAMPLING:
+            raise ValueError(f"upsample_mode {LEARNED_UPSAMPLING!r} is for the models without the Up block; the Up "
+                             f"block resizes with one of {', '.join(UPSAMPLE_MODES)}")
         up = UpBlock(nn.Conv2d, attention_dim, 2, upsample_mode=upsample_mode, **up_block)
-    return AttentionFrontEnd(attention, attention_dim, up, upsample_mode)
+        return AttentionFrontEnd(attention, attention_dim, up, upsample_mode)
+    if upsample_mode == LEARNED_UPSAMPLING:
+        unpatchify = TokenUnpatchify(nn.ConvTranspose2d, attention_dim, susceptibility_patch)
+        return AttentionFrontEnd(attention, attention_dim, None, upsample_mode, unpatchify)
+    if upsample_mode not in UPSAMPLE_MODES:
+        raise ValueError(f"unknown upsampling mode {upsample_mode!r}; expected one of "
+                         f"{', '.join(UPSAMPLE_MODES + (LEARNED_UPSAMPLING,))}")
+    return AttentionFrontEnd(attention, attention_dim, None, upsample_mode)
 
 
 def _logic_recurrence(input_channels: int, conv_channels: int, logic_channels: int, pool_scales: int,
@@ -200,10 +227,12 @@ class AttCLSTM(SliceRecurrentSegmenter):
                  dwi_channel: int, swan_channel: int, phase_channel: int, slice_shape: Sequence[int],
                  attention_dim: int = 32, dwi_patch: int = 32, susceptibility_patch: int = 4, qkv_hidden: int = 0,
                  mlp_ratio: float = 4.0, per_channel_gains: bool = False, upsample_mode: str = "nearest",
+                 attention_upsampling: Optional[str] = None,
                  hidden_channels: int = 36, kernel_size: int = 3, second_pass: SecondPass = "forward",
                  slice_axis: int = 0):
         front_end = _attention_front_end(slice_shape, attention_dim, dwi_patch, susceptibility_patch, qkv_hidden,
-                                         mlp_ratio, per_channel_gains, upsample_mode)
+                                         mlp_ratio, per_channel_gains,
+                                         attention_upsampling or upsample_mode)
         recurrence = _conv_recurrence(front_end.output_channels, hidden_channels, kernel_size, second_pass)
         super().__init__(input_channels, num_classes, deep_supervision,
                          _roles(dwi_channel, swan_channel, phase_channel), slice_axis, front_end, recurrence)
@@ -216,10 +245,12 @@ class AttLLSTM(SliceRecurrentSegmenter):
                  dwi_channel: int, swan_channel: int, phase_channel: int, slice_shape: Sequence[int],
                  attention_dim: int = 32, dwi_patch: int = 32, susceptibility_patch: int = 4, qkv_hidden: int = 0,
                  mlp_ratio: float = 4.0, per_channel_gains: bool = False, upsample_mode: str = "nearest",
+                 attention_upsampling: Optional[str] = None,
                  conv_channels: int = 4, logic_channels: int = 32, pool_scales: int = 8, kernel_size: int = 3,
                  conv_part_sees_logic_state: bool = True, second_pass: SecondPass = "forward", slice_axis: int = 0):
         front_end = _attention_front_end(slice_shape, attention_dim, dwi_patch, susceptibility_patch, qkv_hidden,
-                                         mlp_ratio, per_channel_gains, upsample_mode)
+                                         mlp_ratio, per_channel_gains,
+                                         attention_upsampling or upsample_mode)
         recurrence = _logic_recurrence(front_end.output_channels, conv_channels, logic_channels, pool_scales,
                                        kernel_size, conv_part_sees_logic_state, second_pass)
         super().__init__(input_channels, num_classes, deep_supervision,

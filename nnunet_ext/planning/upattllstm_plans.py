@@ -118,6 +118,21 @@ def model_arch_kwargs(model: str, sizes: Mapping, roles: Mapping[str, int], slic
     return kwargs
 
 
+SUSCEPTIBILITY_CHANNELS = 2  # SWAN and PHASE: the attention's keys and values
+
+
+def check_token_capacity(sizes: Mapping) -> None:
+    """A susceptibility token embeds a P_S x P_S patch of 2 channels into D values: with D < 2 P_S^2 the
+    embedding must squeeze the patch (the CPU template had D = 8 for 32 values), so the attention cannot carry a
+    small clot's pixels. Refused for the attention models."""
+    dim, patch = int(sizes.get("attention_dim", 32)), int(sizes.get("susceptibility_patch", 4))
+    needed = patch * patch * SUSCEPTIBILITY_CHANNELS
+    if dim < needed:
+        raise ValueError(f"attention_dim D = {dim} is smaller than a susceptibility token's {patch} x {patch} x "
+                         f"{SUSCEPTIBILITY_CHANNELS} = {needed} values (susceptibility_patch P_S = {patch}): "
+                         f"raise D or lower P_S")
+
+
 def derive_upattllstm_plans(plans: Dict, dataset_json: Mapping, template: Mapping, model: str = DEFAULT_MODEL,
                             configuration: str = "3d_fullres", plans_name: Optional[str] = None,
                             role_overrides: Optional[Mapping[str, str]] = None, slice_axis: int = 0) -> Dict:
@@ -136,6 +151,8 @@ def derive_upattllstm_plans(plans: Dict, dataset_json: Mapping, template: Mappin
         raise ValueError(f"crops_per_image must be a whole number >= 1, got {crops!r}")
     roles = resolve_channel_roles(channel_names_from_dataset_json(dataset_json), role_overrides)
     sizes = dict(template["arch_kwargs"])
+    if model in ATTENTION_MODELS:
+        check_token_capacity(sizes)
     multiple = int(sizes.get("dwi_patch", 32)) if model in ATTENTION_MODELS else 1
     patch = clip_patch(template["patch_size"], source.get("median_image_size_in_voxels", [1e9] * 3), slice_axis,
                        multiple)

@@ -2,15 +2,20 @@
 
 What differs from nnUNetTrainer, and why:
   * no deep supervision: the networks have one output resolution;
-  * each batch pairs crops with and without a clot: the last half of a batch is nnU-Net's foreground
-    oversampling (a crop around a clot voxel), the first half is drawn until it holds no clot voxel
-    (`ClotPairDataLoader`; with batch 2, one of each, the paper's sampling);
+  * each batch pairs crops with and without a clot (`ClotPairDataLoader`, nnunet_ext.training.clot_sampling):
+    the last half holds a clot voxel anywhere in the crop, not at its centre as nnU-Net's oversampling puts it
+    (the attention models' position embeddings learned that shortcut); the first half holds no clot slice;
+    validation crops are drawn the same way (with batch 2, one of each: the paper's sampling);
+  * AdamW at 1e-3 with poly decay, no decay on norms, embeddings and gains (nnunet_ext.training.clot_optimizer:
+    nnU-Net's SGD collapsed the attention), and per-epoch attention diagnostics in the training log (the residual
+    gains and the attention entropy, beside nnU-Net's pseudo Dice);
   * augmentation is the paper's: flips along each of the three axes and Gaussian noise, each with probability
     0.4, instead of nnU-Net's rotations, scaling, blur, contrast and gamma;
   * the GradualDrop variant adds gradual modality dropout of PHASE (drop probability 0.5, schedule 'paper'),
     from scratch or as a fine-tune with `-pretrained_weights` (the paper adds 400 epochs).
 The network itself comes from the plans (`nnunet_ext_plan_upattllstm`), so one trainer serves all ablations.
 """
+import os
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -30,6 +35,10 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunet_ext.dropout.config import DATASET_JSON_KEY
+from nnunet_ext.training.attention_diagnostics import attention_summary
+from nnunet_ext.training.clot_optimizer import ClotOptimizerSettings, clot_optimizer
+from nnunet_ext.training.clot_sampling import (bbox_holds_foreground, crop_corner_range, draw_clot_free_corner,
+                                               draw_corner_holding, foreground_voxels)
 from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 
@@ -43,36 +52,37 @@ CROPS_PER_IMAGE_KEY = "crops_per_image"
 DEFAULT_DROPPABLE = ("PHASE",)
 
 
-def bbox_holds_foreground(lower: Union[List[int], np.ndarray], upper: Union[List[int], np.ndarray],
-                          locations: Optional[Dict]) -> bool:
-    """Whether any stored foreground voxel (nnU-Net's class_locations, rows [channel, *position]) lies in the
-    box [lower, upper)."""
-    if not locations:
-        return False
-    lower, upper = np.asarray(lower), np.asarray(upper)
-    for voxels in locations.values():
-        voxels = np.asarray(voxels)
-        if voxels.size and np.any(np.all((voxels[:, 1:] >= lower) & (voxels[:, 1:] < upper), axis=1)):
-            return True
-    return False
-
-
 class ClotPairDataLoader(nnUNetDataLoader):
-    """nnU-Net's loader, except that the samples it does not force to contain foreground are drawn until they
-    contain none: with oversample_foreground_percent = 0.5, half the batch holds a clot and half does not.
+    """nnU-Net's loader with the clot trainers' crops (nnunet_ext.training.clot_sampling): the last
+    `oversample_foreground_percent` of a batch holds a clot anywhere in the crop (not at its centre), the others
+    hold none, decided along the slice axis.
 
-    'Contains none' is judged on the foreground locations nnU-Net stored at preprocessing (every voxel of a
-    small object, a sample of >= 10,000 for large ones). If no clot-free box is found in CLOT_FREE_ATTEMPTS
-    draws (a clot spanning every possible crop), the last draw is used and counted in `clot_free_misses`.
+    'Holds' is judged on the foreground locations nnU-Net stored at preprocessing (every voxel of a small object,
+    a sample of >= 10,000 for large ones). Where every slice window meets a clot, crops are redrawn up to
+    CLOT_FREE_ATTEMPTS times until they hold no clot voxel; if none does, the last draw is used and counted in
+    `clot_free_misses`. Draws come from a numpy Generator seeded from the process's global numpy state (which
+    nnU-Net seeds per data-loading worker), so workers and DDP ranks draw differently.
     """
 
     clot_free_misses: int = 0
 
-    def __init__(self, *args, crops_per_image: int = 1, **kwargs):
+    def __init__(self, *args, crops_per_image: int = 1, slice_axis: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         if crops_per_image < 1 or self.batch_size % crops_per_image:
             raise ValueError(f"a batch of {self.batch_size} crops cannot hold {crops_per_image} crops per image")
+        if slice_axis not in range(len(self.patch_size)):
+            raise ValueError(f"slice_axis must be an axis of the {len(self.patch_size)}D patch, got {slice_axis!r}")
         self.crops_per_image = crops_per_image
+        self.slice_axis = slice_axis
+        self._rng: Optional[np.random.Generator] = None
+        self._rng_pid: Optional[int] = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None or self._rng_pid != os.getpid():  # a forked worker draws its own
+            self._rng = np.random.default_rng(np.random.randint(0, 2 ** 31 - 1))
+            self._rng_pid = os.getpid()
+        return self._rng
 
     def get_indices(self):
         """batch_size / crops_per_image images, each repeated crops_per_image times and interleaved ([a, b, a, b,
@@ -85,13 +95,23 @@ class ClotPairDataLoader(nnUNetDataLoader):
 
     def get_bbox(self, data_shape: np.ndarray, force_fg: bool, class_locations: Union[dict, None],
                  overwrite_class: Union[int, Tuple[int, ...]] = None, verbose: bool = False):
-        if force_fg:
-            return super().get_bbox(data_shape, True, class_locations, overwrite_class, verbose)
-        foreground = {key: value for key, value in (class_locations or {}).items()
-                      if not isinstance(key, tuple) or key != self.annotated_classes_key}
+        bounds = crop_corner_range(data_shape, self.patch_size, self.need_to_pad)
+        foreground = foreground_voxels(class_locations, self.annotated_classes_key)
+        if force_fg and len(foreground):
+            voxel = foreground[self.rng.integers(0, len(foreground))][1:]
+            lower = draw_corner_holding(voxel, self.patch_size, bounds, self.rng)
+            return lower, [a + int(p) for a, p in zip(lower, self.patch_size)]
+        if force_fg:  # a case without any clot: nnU-Net's fallback, a random crop
+            return super().get_bbox(data_shape, False, class_locations, overwrite_class, verbose)
+        lower = draw_clot_free_corner(np.unique(foreground[:, 1 + self.slice_axis]), self.patch_size, bounds,
+                                      self.slice_axis, self.rng)
+        if lower is not None:
+            return lower, [a + int(p) for a, p in zip(lower, self.patch_size)]
+        locations = {1: foreground}
         for _ in range(CLOT_FREE_ATTEMPTS):
-            lower, upper = super().get_bbox(data_shape, False, class_locations, overwrite_class, verbose)
-            if not bbox_holds_foreground(lower, upper, foreground):
+            lower = [int(self.rng.integers(low, high + 1)) for low, high in zip(*bounds)]
+            upper = [a + int(p) for a, p in zip(lower, self.patch_size)]
+            if not bbox_holds_foreground(lower, upper, locations):
                 return lower, upper
         self.clot_free_misses += 1
         return lower, upper
@@ -138,17 +158,30 @@ class UpAttLLSTMTraining:
 
     clot_oversample = 0.5
 
+    optimizer_settings = ClotOptimizerSettings()
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
         self.oversample_foreground_percent = self.clot_oversample
+        self.initial_lr = self.optimizer_settings.learning_rate
+        self.weight_decay = self.optimizer_settings.weight_decay
+        self.probe_batch: Optional[torch.Tensor] = None  # the epoch's first validation batch
+
+    def configure_optimizers(self):
+        return clot_optimizer(self.network, self.num_epochs, self.optimizer_settings)
 
     def collect_settings(self) -> Dict:
         return {**super().collect_settings(),
                 "clot_sampling": {"oversample_foreground_percent": self.clot_oversample,
-                                  "others": "drawn without foreground", "crops_per_image": self.crops_per_image,
+                                  "with_clot": "a clot voxel anywhere in the crop (corner drawn uniformly)",
+                                  "others": "no clot slice in the crop's slice window (else redrawn without a clot "
+                                            "voxel)",
+                                  "validation": "drawn as training crops", "slice_axis": self.slice_axis,
+                                  "crops_per_image": self.crops_per_image,
                                   "training_patch_size": self.training_patch_size},
+                "optimizer": self.optimizer_settings.as_dict(),
                 "augmentation": {"flip_probability_per_axis": AUGMENTATION_PROBABILITY,
                                  "gaussian_noise_probability": AUGMENTATION_PROBABILITY}}
 
@@ -156,6 +189,11 @@ class UpAttLLSTMTraining:
     def training_patch_size(self) -> List[int]:
         configuration = self.configuration_manager.configuration
         return list(configuration.get(TRAINING_PATCH_KEY, configuration["patch_size"]))
+
+    @property
+    def slice_axis(self) -> int:
+        """The recurrence axis of the patch (plans' arch_kwargs; nnU-Net's plain networks: axis 0)."""
+        return int(self.configuration_manager.network_arch_init_kwargs.get("slice_axis", 0))
 
     @property
     def crops_per_image(self) -> int:
@@ -195,15 +233,16 @@ class UpAttLLSTMTraining:
                                                                regions=regions, ignore_label=labels.ignore_label)
         dataset_train, dataset_validation = self.get_tr_and_val_datasets()
         crops = self.crops_per_image
-        loaders = [ClotPairDataLoader(dataset_train, self.batch_size * crops, initial_patch_size, patch_size, labels,
+        # validation crops are drawn as training crops are (clot anywhere in the crop): with nnU-Net's centred
+        # crops the pseudo Dice rewarded the centre shortcut that the sliding window at inference does not offer
+        loaders = [ClotPairDataLoader(dataset, batch, initial_patch_size if train else patch_size, patch_size, labels,
                                       oversample_foreground_percent=self.oversample_foreground_percent,
-                                      sampling_probabilities=None, pad_sides=None, transforms=train_transforms,
+                                      sampling_probabilities=None, pad_sides=None, transforms=transforms,
                                       probabilistic_oversampling=self.probabilistic_oversampling,
-                                      crops_per_image=crops),
-                   nnUNetDataLoader(dataset_validation, self.batch_size, patch_size, patch_size, labels,
-                                    oversample_foreground_percent=self.oversample_foreground_percent,
-                                    sampling_probabilities=None, pad_sides=None, transforms=validation_transforms,
-                                    probabilistic_oversampling=self.probabilistic_oversampling)]
+                                      crops_per_image=crops_per_image, slice_axis=self.slice_axis)
+                   for dataset, batch, transforms, crops_per_image, train in (
+                       (dataset_train, self.batch_size * crops, train_transforms, crops, True),
+                       (dataset_validation, self.batch_size, validation_transforms, 1, False))]
         processes = get_allowed_n_proc_DA()
         if processes == 0:
             augmenters = [SingleThreadedAugmenter(loader, None) for loader in loaders]
@@ -216,6 +255,19 @@ class UpAttLLSTMTraining:
         for augmenter in augmenters:
             next(augmenter)  # start the workers, as nnU-Net does
         return augmenters[0], augmenters[1]
+
+    def validation_step(self, batch: dict) -> dict:
+        if self.probe_batch is None:
+            self.probe_batch = batch["data"]
+        return super().validation_step(batch)
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        if self.probe_batch is not None:
+            line = attention_summary(self.network, self.probe_batch.to(self.device))
+            self.probe_batch = None
+            if line:  # the attention models only; nnU-Net logs the pseudo Dice of the same epoch beside it
+                self.print_to_log_file(line)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
