@@ -6,7 +6,9 @@ import importlib
 import json
 import os
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from nnunet_ext.cli import reproduce_clot
 from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
@@ -385,7 +387,8 @@ def test_ci_tables_have_their_rows_and_sane_metrics_over_two_runs(ci_run):
 def test_ci_run_used_the_stock_commands_one_fold_and_seed_per_run(ci_run):
     log, workdir = ci_run["log"], ci_run["workdir"]
     assert log.count("nnUNetv2_plan_and_preprocess -d 531") == 1
-    for fold, seed, predictions in ((0, 0, 3), (1, 1, 1)):  # each run's UpAttLLSTM serves Tables 6 and 7
+    # each run's UpAttLLSTM serves Tables 6 and 7, plus one prediction with swapped DWI (the DWI-swap check)
+    for fold, seed, predictions in ((0, 0, 4), (1, 1, 2)):
         assert log.count(f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_UpAttLLSTM_s8") == 1
         assert log.count(f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_AttLLSTM_s8") == 1
         assert (f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_AttLLSTM_s8 -tr nnUNetTrainerUpAttLLSTM_1epochs "
@@ -404,6 +407,36 @@ def test_ci_run_used_the_stock_commands_one_fold_and_seed_per_run(ci_run):
         assert processed["lesions"].endswith(os.path.join("references", "lesion_AB"))
         assert result["provenance"]["seed"] == run - 1 and result["fold"] == run - 1
         assert result["profile"]["epochs"] == 1
+
+
+def test_ci_dwi_swap_check_of_the_attention_models(ci_run):
+    """Each A+B test case predicted with the next case's DWI (resampled onto its grid), SWAN and PHASE its own;
+    the agreement with the case's own prediction is reported beside Table 6."""
+    workdir = ci_run["workdir"]
+    raw = os.path.join(workdir, "nnUNet_raw", "Dataset531_ClotTrainAB", "imagesTs")
+    swapped = os.path.join(workdir, "clot", "inputs", "AB_dwi_swapped")
+    cases = sorted({f[:-len("_0000.nii.gz")] for f in os.listdir(swapped)})
+    assert len(cases) == 4 and sorted(os.listdir(swapped)) == sorted(f"{c}_{i:04d}.nii.gz" for c in cases
+                                                                      for i in range(3))
+    read = lambda folder, case, i: sitk.ReadImage(os.path.join(folder, f"{case}_{i:04d}.nii.gz"))
+    for case, donor in zip(cases, cases[1:] + cases[:1]):
+        own = read(raw, case, 0)
+        expected = sitk.Resample(read(raw, donor, 0), own, sitk.Transform(), sitk.sitkLinear, 0.0)
+        assert np.array_equal(sitk.GetArrayFromImage(read(swapped, case, 0)), sitk.GetArrayFromImage(expected))
+        assert read(swapped, case, 0).GetSpacing() == own.GetSpacing()
+        for channel in (1, 2):
+            assert np.array_equal(sitk.GetArrayFromImage(read(swapped, case, channel)),
+                                  sitk.GetArrayFromImage(read(raw, case, channel)))
+    md6 = _report(workdir, "t6")[0]
+    for network in ("AttLLSTM_s8", "UpAttLLSTM_s8"):
+        for run in (1, 2):
+            result = json.load(open(os.path.join(workdir, "clot", "results", f"run{run}",
+                                                 f"dwi_swapped__{network}.json")))
+            assert result["cases"] == 4 and [c["case"] for c in result["per_case"]] == cases
+            for case in result["per_case"]:  # no changed voxel: the same mask, Dice 1 (also when both are empty)
+                assert case["voxels_changed"] > 0 or case["agreement_dice"] == 1.0
+            assert result["cases_changed"] == sum(1 for c in result["per_case"] if c["voxels_changed"])
+        assert f"DWI swapped between A+B test cases ({network}:" in md6
 
 
 def test_ci_rerun_runs_nothing_and_report_only_names_missing_runs(ci_run, capsys):

@@ -24,6 +24,24 @@ def write_image(path: str, array: np.ndarray, spacing_zyx: Sequence[float]) -> N
     sitk.WriteImage(image, path, useCompression=True)
 
 
+def write_image_verified(image: sitk.Image, path: str) -> None:
+    """sitk.WriteImage, then the file read back whole and compared: SimpleITK does not raise when the disk fills
+    (it prints 'wrote only N of M bytes' and returns), so a write is only trusted once it reads back equal."""
+    sitk.WriteImage(image, path, useCompression=path.endswith(".gz"))
+    try:
+        written = read_image_checked(path, require_finite=False)
+    except (ImageFileError, RuntimeError) as error:
+        raise ImageFileError(f"{path} was not written whole (disk full?): {error}") from error
+    if not np.array_equal(sitk.GetArrayViewFromImage(written), sitk.GetArrayViewFromImage(image), equal_nan=True) \
+            or geometry_mismatch(written, image):
+        raise ImageFileError(f"{path} does not read back as written (disk full?)")
+
+
+def resample_onto(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """`image` resampled (linear, 0 outside) onto `reference`'s grid, in physical space."""
+    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, image.GetPixelID())
+
+
 def read_image(path: str) -> Tuple[np.ndarray, Tuple[float, ...]]:
     image = read_image_checked(path)
     return sitk.GetArrayFromImage(image), tuple(reversed(image.GetSpacing()))

@@ -8,6 +8,7 @@ Layout of <workdir> (it may be shared with the stroke tables: other dataset ids)
   clot/predictions/<network>/run<k>/<set>_<phase>/   nnunet_ext_predict output (with .npz probabilities)
   clot/postprocessed/<network>/run<k>/<set>_<phase>__<chain>/
   clot/results/run<k>/<row key>.json                 one evaluated row of run k; shared by the tables that have it
+  clot/results/run<k>/dwi_swapped__<network>.json    the DWI-swap check of an attention model (inputs/AB_dwi_swapped)
   commands.log, logs/<step>.log                       every command (in-process steps marked), and its output
 Run k (1..profile.runs) trains fold k-1 of nnU-Net's splits (the same cases in every fold) with seed
 profile.seed + k-1, so the stock commands and result folders hold every run side by side.
@@ -23,11 +24,15 @@ from dataclasses import asdict
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import SimpleITK as sitk
 
+from nnunet_ext.data.nifti import read_image_checked, resample_onto, write_image_verified
 from nnunet_ext.data.clot_cohort import LESION_LABEL_FOLDERS, OCCLUSION_FILE, ClotCohortSpec, write_clot_cohort
 from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
 from nnunet_ext.evaluation.evaluate import EvaluationSettings, evaluate_folders, summarize
+from nnunet_ext.evaluation.metrics import dice
+from nnunet_ext.networks.clot_networks import ATTENTION_MODELS
 from nnunet_ext.experiments.clot_tables import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, GRADUAL, LESION_ID,
                                                 LESION_NETWORK, NNUNET, SOURCE_ID, STEPS, TEST_SETS, THRESHOLD,
                                                 UNSEEN_CENTER, ClotProfile, Network, Row, row_networks,
@@ -42,6 +47,14 @@ from nnunet_ext.postprocessing.folders import postprocess_folder
 from nnunet_ext.provenance import provenance
 
 CONFIGURATION = "3d_fullres"
+DWI_SWAPPED = "dwi_swapped"  # the phase of the DWI-swap check's predictions
+
+
+def dwi_swap_networks(rows: Sequence[Row]) -> List[Network]:
+    """The attention models among `rows`' raw A+B rows with PHASE present: the ones the DWI-swap check runs on."""
+    found = {row.network: None for row in rows if row.network.architecture in ATTENTION_MODELS and not row.chain
+             and row.test_set == "AB" and row.phase == "present"}
+    return list(found)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -259,6 +272,30 @@ class ClotHarness:
                                   os.path.join(staging, f"{case}_{new_index:04d}.nii.gz"))
         return folder
 
+    def swapped_dwi_inputs(self, test_set: str) -> str:
+        """The test images of one set with each case's DWI taken from the next case of the set (sorted, cyclic),
+        resampled onto the case's grid; SWAN and PHASE stay the case's own. For the check that the attention models
+        use DWI at all: if they do, their predictions change."""
+        name = f"{test_set}_{DWI_SWAPPED}"
+        folder = os.path.join(self.root, "inputs", name)
+        if os.path.isdir(folder):
+            return folder
+        raw = self.dataset(CLOT_ID)
+        cases = self.test_cases(test_set)
+        if len(cases) < 2:
+            raise ValueError(f"swapping DWI needs 2 or more test cases in {test_set}, got {len(cases)}")
+        image = lambda case, channel: os.path.join(raw, "imagesTs", f"{case}_{CHANNELS.index(channel):04d}.nii.gz")
+        self._log_command(f"[in process] {folder}: DWI of case k+1 (resampled onto case k) with case k's SWAN, PHASE")
+        with staged_dataset_folder(os.path.dirname(folder), name) as staging:
+            for case, donor in zip(cases, cases[1:] + cases[:1]):
+                own = read_image_checked(image(case, "DWI"))
+                write_image_verified(resample_onto(read_image_checked(image(donor, "DWI")), own),
+                                     os.path.join(staging, f"{case}_{CHANNELS.index('DWI'):04d}.nii.gz"))
+                for channel in CHANNELS[1:]:
+                    _link_or_copy(image(case, channel),
+                                  os.path.join(staging, f"{case}_{CHANNELS.index(channel):04d}.nii.gz"))
+        return folder
+
     def references(self, what: str, test_set: str) -> str:
         """Reference labels of one test set: what = 'clot' or 'lesion'."""
         name = f"{what}_{test_set}"
@@ -281,7 +318,8 @@ class ClotHarness:
 
     def predict_command(self, network: Network, test_set: str, phase: str, run: int) -> List[str]:
         lesion = network.target == "lesion"
-        inputs = os.path.join(self.root, "inputs", f"{test_set}_DWI" if lesion else test_set)
+        inputs = os.path.join(self.root, "inputs", f"{test_set}_DWI" if lesion else
+                              f"{test_set}_{DWI_SWAPPED}" if phase == DWI_SWAPPED else test_set)
         command = ["nnunet_ext_predict", "-i", inputs, "-o", self.prediction_folder(network, test_set, phase, run),
                    "-d", str(network.dataset_id), "-c", CONFIGURATION, "-f", str(run_fold(run)), "-p", network.plans,
                    "-tr", network.trainer(self.profile), "-device", self.profile.device,
@@ -298,7 +336,10 @@ class ClotHarness:
         if os.path.isfile(done):
             return folder
         self.train(network, run)
-        self.test_inputs(test_set, ("DWI",) if network.target == "lesion" else CHANNELS)
+        if phase == DWI_SWAPPED:
+            self.swapped_dwi_inputs(test_set)
+        else:
+            self.test_inputs(test_set, ("DWI",) if network.target == "lesion" else CHANNELS)
         self.run_command(self.predict_command(network, test_set, phase, run),
                          f"predict_{network.key}_run{run}_{test_set}_{phase}")
         open(done, "w").close()
@@ -388,6 +429,36 @@ class ClotHarness:
         write_json_files({path: result})
         return result
 
+    def dwi_swap_result_path(self, network: Network, run: int) -> str:
+        return os.path.join(self.root, "results", f"run{run}", f"{DWI_SWAPPED}__{network.key}.json")
+
+    def dwi_swap_result(self, network: Network, run: int) -> Dict:
+        """Run `run` of the DWI-swap check of one attention model on the A+B test cases: its predictions with each
+        case's own DWI against those with another case's DWI (agreement Dice per case; a model that ignores DWI
+        gives 1.0 everywhere), and the clot Dice of both."""
+        path = self.dwi_swap_result_path(network, run)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+        own = self.predict(network, "AB", "present", run)
+        swapped = self.predict(network, "AB", DWI_SWAPPED, run)
+        per_case = []
+        for case in self.test_cases("AB"):
+            a, b = (sitk.GetArrayFromImage(read_image_checked(os.path.join(f, f"{case}.nii.gz"))) for f in (own, swapped))
+            per_case.append({"case": case, "agreement_dice": dice(a > 0, b > 0), "voxels_changed": int((a != b).sum()),
+                             "voxels_own": int((a > 0).sum()), "voxels_swapped": int((b > 0).sum())})
+        clot_dice = {name: self.evaluate(folder, "clot", "AB")[1]["1"]["all"]["dice"]["mean"]
+                     for name, folder in (("own_dwi", own), ("swapped_dwi", swapped))}
+        result = {"key": f"{DWI_SWAPPED}__{network.key}", "run": run, "network": asdict(network),
+                  "cases": len(per_case), "cases_changed": sum(1 for c in per_case if c["voxels_changed"]),
+                  "mean_agreement_dice": float(np.mean([c["agreement_dice"] for c in per_case])),
+                  "clot_dice": clot_dice, "per_case": per_case,
+                  "commands": [shlex.join(self.predict_command(network, "AB", p, run)) for p in ("present",
+                                                                                             DWI_SWAPPED)],
+                  "provenance": provenance(seed=self.seed(run), command=self.command)}
+        write_json_files({path: result})
+        return result
+
     # ---- tables --------------------------------------------------------------------------------------------
     def read_tables(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str] = None,
                     up_to_run: Optional[int] = None
@@ -402,7 +473,7 @@ class ClotHarness:
             rows = table_rows(table, self.profile, models, lesion_source)
             results = {row.key: [self.run_row(row, run) if os.path.isfile(self.result_path(row, run)) else None
                                  for run in runs] for row in rows}
-            reports[table] = (rows, results, self._lesion_notes(rows))
+            reports[table] = (rows, results, self._lesion_notes(rows) + self._dwi_swap_notes(rows))
         return reports
 
     def _last_run(self, up_to_run: Optional[int]) -> int:
@@ -448,6 +519,8 @@ class ClotHarness:
             self.run_row(row, run)
         if any("Lesion" in r.chain and r.lesion_source == "model" for r in rows):
             self.lesion_model_result("AB", run)
+        for network in dwi_swap_networks(rows):
+            self.dwi_swap_result(network, run)
 
     def job_stages(self, selection: Mapping[int, Optional[Sequence[str]]], lesion_source: Optional[str] = None,
                    up_to_run: Optional[int] = None) -> List[List[Task]]:
@@ -471,13 +544,29 @@ class ClotHarness:
                                           chain, run))
             lesion_model = any("Lesion" in r.chain and r.lesion_source == "model" for r in rows)
             if not all(os.path.isfile(self.result_path(row, run)) for row in rows) or (
-                    lesion_model and not os.path.isfile(self.lesion_result_path("AB", run))):
+                    lesion_model and not os.path.isfile(self.lesion_result_path("AB", run))) or not all(
+                    os.path.isfile(self.dwi_swap_result_path(n, run)) for n in dwi_swap_networks(rows)):
                 evaluations.append(Task(f"evaluate run {run}", self, "evaluate_run", dict(selection), lesion_source,
                                         run))
         if not trainings and not evaluations:
             return []
         return [[Task("clot tables: datasets, plans, inputs", self, "prepare", dict(selection), lesion_source)],
                 trainings, evaluations]
+
+    def _dwi_swap_notes(self, rows: Sequence[Row]) -> List[str]:
+        """One note per attention model of the table: does it use DWI (its predictions with another case's DWI)?"""
+        notes = []
+        for network in dwi_swap_networks(rows):
+            found = [self.dwi_swap_result(network, run) for run in range(1, self.profile.runs + 1)
+                     if os.path.isfile(self.dwi_swap_result_path(network, run))]
+            if not found:
+                continue
+            runs = "; ".join(f"run {r['run']}: {r['cases_changed']}/{r['cases']} cases changed, agreement Dice "
+                             f"{r['mean_agreement_dice']:.2f}, clot Dice {r['clot_dice']['own_dwi']:.2f} -> "
+                             f"{r['clot_dice']['swapped_dwi']:.2f}" for r in found)
+            notes.append(f"DWI swapped between A+B test cases ({network.key}: each case predicted with the next "
+                         f"case's DWI, resampled onto it; a model that ignores DWI changes no prediction): {runs}.")
+        return notes
 
     def _lesion_notes(self, rows: Sequence[Row]) -> List[str]:
         if not any("Lesion" in r.chain and r.lesion_source == "model" for r in rows):

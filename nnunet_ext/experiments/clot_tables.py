@@ -452,7 +452,12 @@ def read_reference_results(path: str) -> Dict[str, Dict]:
     return {row["key"]: row["metrics"] for row in saved["rows"] if row.get("metrics")}
 
 
-def _fmt(value: Optional[float], digits: int = 2) -> str:
+def _fmt(value, digits: int = 2) -> str:
+    """A number, or an aggregate over runs ({'mean', 'std_runs', ...}) as 'mean ± std'."""
+    if isinstance(value, Mapping):
+        if value.get("mean") is None:
+            return "-"
+        return f"{value['mean']:.{digits}f} ± {value['std_runs']:.{digits}f}"
     return "-" if value is None else f"{value:.{digits}f}"
 
 
