@@ -496,6 +496,16 @@ TABLE_TITLES = {5: "Table 5: AttLLSTM and the number of slices",
                 7: "Table 7: UpAttLLSTM with gradual modality dropout of PHASE; PHASE absent and an unseen center"}
 
 
+# how the clot networks are trained (nnunet_ext.training.upattllstm_trainer), said in every report
+CLOT_TRAINING_NOTE = (
+    "Clot networks' training (nnUNetTrainerUpAttLLSTM*): crops that hold a clot put it anywhere in the crop (not at "
+    "its centre, as nnU-Net's oversampling does), clot-free crops are slice windows without clot slices, validation "
+    "crops are drawn the same way; AdamW (lr 1e-3, poly decay, weight decay 0.01 except on norms, biases, gains and "
+    "embeddings); the Up block normalises with InstanceNorm; without the Up block the attention returns to full "
+    "resolution by a learned unpatchify. Tables made before this recipe (centred crops, nnU-Net's SGD, BatchNorm, "
+    "nearest upsampling, P_S = 4 with D = 8 in the CPU template): benchmarks/results/before_sampling_fix/.")
+
+
 def setting_notes(table: int, profile: ClotProfile) -> List[str]:
     """What differs from the paper, said once per report."""
     pixel = profile.training_pixel_area_mm2
@@ -518,7 +528,8 @@ def setting_notes(table: int, profile: ClotProfile) -> List[str]:
              "Dice and Det. for the row, P / D.",
              f"Slice counts: the CPU template's patch has {profile.default_slices} slices where the paper's has 12, "
              "so Table 5's 10/12/14 become " + "/".join(str(o) for o, _ in profile.slices) + " (scaled by "
-             f"{profile.default_slices}/12); Tables 6 and 7 use {profile.default_slices}."]
+             f"{profile.default_slices}/12); Tables 6 and 7 use {profile.default_slices}.",
+             CLOT_TRAINING_NOTE]
     if table in (6, 7):
         notes.append(f"Min (paper 4.2.4: eliminate the predicted objects smaller than n_min pixels; Table 4: n_min = "
                      f"{PAPER_MIN_SIZE_PX}) is the first step of every post-processed row; no column of Tables 6-7 "
