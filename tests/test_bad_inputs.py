@@ -87,6 +87,40 @@ def test_non_finite_voxels_are_found_in_every_format(tmp_path, ending, value, me
     assert read_image_checked(path, require_finite=False).GetSize() == SHAPE[::-1]
 
 
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".mha"])
+def test_a_finite_value_whose_square_overflows_float32_is_refused(tmp_path, ending):
+    """1e30 is finite, but nnU-Net's z-score normalisation squares it in float32 (inf): the case was predicted from
+    garbage without an error. The limit is sqrt(float32 max) = 1.84e19; 1e19 still passes."""
+    array = _random()
+    array[1, 2, 3], array[0, 0, 0] = 1e30, -2e19
+    path = str(tmp_path / f"dwi{ending}")
+    _write(path, array)
+    with pytest.raises(ImageFileError, match=f"{path}: 2 voxel\\(s\\) with \\|value\\| > 1.8e\\+19 \\(their square "
+                                             "overflows float32"):
+        read_image_checked(path)
+    array[1, 2, 3], array[0, 0, 0] = 1e19, -1e19
+    _write(path, array)
+    assert read_image_checked(path).GetSize() == SHAPE[::-1]
+
+
+def test_a_fifo_or_a_folder_is_refused_before_it_is_opened(tmp_path):
+    """Opening a FIFO blocks until a writer comes: the check must not open it (this test would hang)."""
+    fifo = str(tmp_path / "dwi.nii.gz")
+    os.mkfifo(fifo)
+    with pytest.raises(ImageFileError, match=f"{fifo}: a FIFO, not a regular file"):
+        read_image_checked(fifo)
+    folder = tmp_path / "adc.nii.gz"
+    folder.mkdir()
+    with pytest.raises(ImageFileError, match="a directory, not a regular file"):
+        read_image_checked(str(folder))
+    with pytest.raises(ImageFileError, match="no such file"):
+        read_image_checked(str(tmp_path / "none.nii.gz"))
+    link = tmp_path / "link.nii.gz"  # a link to a regular file is fine (the harnesses link their inputs)
+    _write(str(tmp_path / "real.nii.gz"), _random())
+    link.symlink_to(tmp_path / "real.nii.gz")
+    assert read_image_checked(str(link)).GetSize() == SHAPE[::-1]
+
+
 def test_whole_finite_images_read_as_simpleitk_reads_them(tmp_path):
     for ending in (".nii.gz", ".nii", ".mha"):
         path = str(tmp_path / f"dwi{ending}")
@@ -502,3 +536,89 @@ def test_sigterm_during_generate_cohort_leaves_staging_that_the_next_run_cleans(
     generate_main(["--raw", str(raw), "--size", "24", "--train-per-center", "1", "--test-per-center", "1"])
     assert os.listdir(raw) == ["Dataset501_SyntheticStroke"]
     shutil.rmtree(raw)
+
+
+# ------------------------------------------------------------------------------- issue 26: nothing lost or mixed
+
+def test_a_folder_of_predictions_made_otherwise_is_refused_not_mixed(model, images, tmp_path, capsys):
+    """All channels first; then ADC absent into the same OUT: refused (a killed rerun had left 1 new and 3 old
+    predictions beside a report saying nothing was absent). The same settings again are fine (a resume)."""
+    out = tmp_path / "out"
+    assert _predict(images, out) == 0
+    report = json.loads((out / predict_missing.REPORT_FILE).read_text())
+    assert report["complete"] is True and report["settings"]["missing"] == []
+    stderr = _refused(capsys, _predict(images, out, "--missing", "ADC"))
+    assert f"the output folder {out} holds the predictions of a complete run made with other settings" in stderr
+    assert "missing: [] there, ['ADC'] now" in stderr and len(model["calls"]) == 1
+    assert _predict(images, out, "-npp", "1") == 0  # workers do not change what is predicted
+    assert len(model["calls"]) == 2
+
+
+def test_a_killed_run_leaves_a_report_that_says_so_and_only_its_settings_continue(model, images, tmp_path, capsys,
+                                                                               monkeypatch):
+    out = tmp_path / "out"
+
+    def killed(command, env=None, **kwargs):  # nnU-Net wrote one case, then the machine went down
+        open(os.path.join(command[command.index("-o") + 1], "a.nii.gz"), "w").close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_missing.subprocess, "run", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _predict(images, out, "--missing", "ADC")
+    report = json.loads((out / predict_missing.REPORT_FILE).read_text())
+    assert report["complete"] is False and report["settings"]["missing"] == ["ADC"]
+    assert report["zero_filled"] == {"a": ["ADC"], "b": ["ADC"]}  # describes the file beside it
+    stderr = _refused(capsys, _predict(images, out, "--continue_prediction"))
+    assert "predictions of an interrupted run made with other settings" in stderr
+
+
+def test_a_folder_with_files_of_unknown_origin_is_refused(model, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.nii.gz").write_bytes(b"")
+    stderr = _refused(capsys, _predict(images, out))
+    assert "holds 1 file(s) that nnunet_ext_predict did not write" in stderr and model["calls"] == []
+
+
+def test_a_nii_among_nii_gz_inputs_is_named_not_skipped(model, images, tmp_path, capsys):
+    os.remove(images / "b_0002.nii.gz")
+    _write(images / "b_0002.nii", _random(2))
+    stderr = _refused(capsys, _predict(images, tmp_path / "out"))
+    assert "b_0002.nii: ends in .nii, but the model reads .nii.gz files" in stderr and model["calls"] == []
+
+
+@pytest.mark.parametrize("shape,message", [((5, 6), "a 2D image; the model was trained on 3D images"),
+                                           ((6, 5, 4, 2), "a 4D image; the model was trained on 3D images")])
+def test_an_image_of_another_dimension_is_refused(model, images, tmp_path, capsys, shape, message):
+    """A 2D image was predicted as one slice without a word; a 4D one failed inside nnU-Net's workers."""
+    import nibabel
+    (model["folder"] / "plans.json").write_text(json.dumps({"configurations": {"2d": {}, "3d_fullres": {}}}))
+    for channel in range(3):
+        nibabel.save(nibabel.Nifti1Image(np.ones(shape, np.float32), np.eye(4)),
+                     str(images / f"b_{channel:04d}.nii.gz"))
+    stderr = _refused(capsys, _predict(images, tmp_path / "out"))
+    assert f"b DWI: {message}" in stderr and model["calls"] == []
+
+
+def test_temporary_copies_of_killed_runs_are_removed_and_sigterm_cleans_up(model, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(predict_missing.tempfile, "tempdir", None)  # tempfile caches the folder it found
+    (tmp_path / "tmp").mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "tmp" / f"nnunet_ext_predict-{staging._HOST}-{dead.pid}-0123abcd"
+    live = tmp_path / "tmp" / f"nnunet_ext_predict-{staging._HOST}-{os.getppid()}-0123abcd"
+    for folder in (stale, live):
+        (folder / "input").mkdir(parents=True)
+
+    def terminated(command, env=None, **kwargs):
+        staged = command[command.index("-i") + 1]
+        assert os.path.isdir(staged) and oct(os.stat(os.path.dirname(staged)).st_mode & 0o777) == "0o700"
+        predict_missing._raise_terminated(signal.SIGTERM, None)
+
+    monkeypatch.setattr(predict_missing.subprocess, "run", terminated)
+    with pytest.raises(SystemExit) as stop:
+        _predict(images, tmp_path / "out")
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert sorted(os.listdir(tmp_path / "tmp")) == [live.name]  # the stale copy and this run's own are gone
+    assert not (tmp_path / "out").exists()  # created by this run, nothing predicted: removed

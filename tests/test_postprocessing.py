@@ -107,8 +107,14 @@ def test_parse_step(text, parsed):
     assert parse_step(text) == parsed
 
 
-@pytest.mark.parametrize("text,message", [("biggest", "unknown post-processing step 'biggest'"),
-                                          ("largest:3", "takes no value"), ("min_size:x", "not a number")])
+@pytest.mark.parametrize("text,message", [
+    ("biggest", "unknown post-processing step 'biggest'"), ("largest:3", "takes no value"),
+    ("min_size:x", "not a number"),
+    # not finite: lesion_distance:nan removed every object, min_size:inf overflowed (both silently or a traceback)
+    ("lesion_distance:nan", "'nan' is not a finite number"), ("min_size:inf", "'inf' is not a finite number"),
+    ("threshold:-inf", "'-inf' is not a finite number"), ("min_size:0", "'0' is not a whole number of voxels >= 1"),
+    ("min_size:2.5", "'2.5' is not a whole number"), ("lesion_distance:-1", "'-1' is negative"),
+    ("threshold:1.5", "'1.5' is not a probability in \\[0, 1\\]")])
 def test_bad_steps(text, message):
     with pytest.raises(ValueError, match=message):
         parse_step(text)
@@ -131,6 +137,22 @@ def test_folder_chain_in_the_library_keeps_other_labels_and_geometry(tmp_path):
     assert json.load(open(output / "postprocessing.json"))["steps"] == [["min_size", 6.0]]
     with pytest.raises(FileExistsError):
         postprocess_folder(str(predictions), str(output), [parse_step("largest")])
+
+
+def test_a_label_no_prediction_holds_is_named_not_skipped_silently(tmp_path):
+    predictions, output = tmp_path / "pred", tmp_path / "post"
+    predictions.mkdir()
+    segmentation = np.zeros((10, 12, 14), np.uint8)
+    segmentation[2:4, 2:4, 2:4] = 2
+    sitk.WriteImage(sitk.GetImageFromArray(segmentation), str(predictions / "case_0.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros_like(segmentation)), str(predictions / "case_1.nii.gz"))
+    with pytest.raises(ValueError, match="label 1 is in none of the 2 predictions, which hold label\\(s\\) 2: "
+                                         "choose one with --label"):
+        postprocess_folder(str(predictions), str(output), [parse_step("largest")])
+    assert not output.exists()
+    # empty predictions (nothing predicted at all) are not an error: nothing to post-process
+    os.remove(predictions / "case_0.nii.gz")
+    assert postprocess_folder(str(predictions), str(output), [parse_step("largest")]) == 1
 
 
 def test_a_truncated_prediction_is_refused_and_nothing_is_written(tmp_path):

@@ -10,29 +10,36 @@
 Absent channels become zero images with the geometry of a present channel. Every other option is passed
 to nnUNetv2_predict unchanged (-i and -o are replaced by the prepared folder and OUT). Everything is checked
 before OUT is created: the model and its folds, the images (whole files, finite voxels, one grid per case);
-a failed prediction removes the OUT it created. OUT/nnunet_ext_predict.json lists the zero-filled channels,
+a failed prediction removes the OUT it created, SIGTERM removes the temporary copy (and an OUT it created that holds
+no prediction yet), and the next run removes the temporary copies of killed runs. OUT must be new, empty, or hold
+predictions made with the same settings (what --continue_prediction continues): OUT/nnunet_ext_predict.json, written
+before nnU-Net starts ("complete": false) and when it has finished, records them. It lists the zero-filled channels,
 the rebuilt ones and how (equation, b and where it came from, ADC unit and how it was told, noise floors), and any
 warning (a zero-filled channel the model was not trained to drop).
 """
 import argparse
+import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_ext.data.diffusion import ADC_UNITS, DEFAULT_B_VALUE, SOURCES
 from nnunet_ext.data.missing_channels import RebuildSettings, prepare_input_with_missing_channels
+from nnunet_ext.data.prediction_output import REPORT_FILE, check_output_folder, prediction_defining_options
 from nnunet_ext.data.splits import write_json_files
+from nnunet_ext.data.staging import make_private_folder
 from nnunet_ext.dropout.config import channel_names_from_dataset_json
 from nnunet_ext.paths import nnunet_environment
 from nnunet_ext.provenance import provenance
 
 _SHADOWED_OPTIONS = ("-device", "-chk", "-prev_stage_predictions")
 DEFAULT_FOLDS = ("0", "1", "2", "3", "4")  # nnUNetv2_predict's default
-REPORT_FILE = "nnunet_ext_predict.json"
+STAGING_PREFIX = "nnunet_ext_predict"  # the temporary copy of the inputs: <tmp>/nnunet_ext_predict-<host>-<pid>-<token>
 
 
 def add_shadowed_options(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +100,24 @@ def trained_droppable_channels(folder: str, folds: Sequence[str], channel_names:
     return [name for name in channel_names if name in common]
 
 
+def model_image_dimension(folder: str) -> Optional[int]:
+    """3 for a model trained on volumes (its plans have a 3d_fullres configuration); None when not known."""
+    path = os.path.join(folder, "plans.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        configurations = json.load(f).get("configurations", {})
+    return 3 if "3d_fullres" in configurations else None
+
+
+class Terminated(SystemExit):
+    """SIGTERM (a scheduler, `kill`): unwinds like Ctrl-C, so the temporary copy and an empty OUT are removed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(128 + signum)
+
+
 def _same_folder(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)  # through symlinks, as nnunet_ext_postprocess
 
@@ -139,17 +164,25 @@ def run(argv: Optional[List[str]] = None) -> int:
         channel_names = channel_names_from_dataset_json(dataset_json)
         check_folds(folder, folds, args.chk or "checkpoint_final.pth")
         droppable = trained_droppable_channels(folder, folds, channel_names)
-        staging_root = tempfile.mkdtemp(prefix="nnunet_ext_predict_")
+        settings = {"dataset": args.dataset, "configuration": args.configuration, "trainer": args.trainer,
+                    "plans": args.plans, "folds": folds, "checkpoint": args.chk or "checkpoint_final.pth",
+                    "missing": sorted(args.missing), "allow_missing": sorted(args.allow_missing),
+                    "allow_untrained_missing": args.allow_untrained_missing, "rebuild": sorted(args.rebuild),
+                    "b_value": args.b_value, "adc_unit": args.adc_unit,
+                    "nnunet_options": prediction_defining_options(passthrough)}
+        check_output_folder(args.output, settings)
+        staging_root = make_private_folder(tempfile.gettempdir(), STAGING_PREFIX)
         try:
             prepared = prepare_input_with_missing_channels(
                 args.input, os.path.join(staging_root, "input"), channel_names, dataset_json["file_ending"],
                 missing=args.missing, allow_missing=args.allow_missing, droppable=droppable,
                 allow_untrained=args.allow_untrained_missing,
-                rebuild_settings=RebuildSettings(tuple(args.rebuild), args.b_value, args.adc_unit))
+                rebuild_settings=RebuildSettings(tuple(args.rebuild), args.b_value, args.adc_unit),
+                image_dimension=model_image_dimension(folder))
         except BaseException:
             shutil.rmtree(staging_root, ignore_errors=True)
             raise
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, FileExistsError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -164,22 +197,30 @@ def run(argv: Optional[List[str]] = None) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         command = ["nnUNetv2_predict", "-i", os.path.join(staging_root, "input"), "-o", args.output,
                    "-d", args.dataset, "-c", args.configuration, "-tr", args.trainer, "-p", args.plans, *passthrough]
+        report = {"settings": settings, "cases": prepared.cases, "zero_filled": prepared.zero_filled,
+                  "rebuilt": prepared.rebuilt, "missing": list(args.missing), "allow_missing": list(args.allow_missing),
+                  "trained_to_drop": droppable, "folds": folds, "warnings": prepared.warnings,
+                  "provenance": provenance(command=shlex.join(["nnunet_ext_predict", *argv]))}
+        report_path = os.path.join(args.output, REPORT_FILE)
+        # written before nnU-Net writes anything: a killed run leaves predictions that their report describes
+        os.makedirs(args.output, exist_ok=True)
+        write_json_files({report_path: {**report, "complete": False}})
         returncode = subprocess.run(command, env=nnunet_environment()).returncode
         if returncode == 0:
-            write_json_files({os.path.join(args.output, REPORT_FILE): {
-                "cases": prepared.cases, "zero_filled": prepared.zero_filled, "rebuilt": prepared.rebuilt,
-                "missing": list(args.missing),
-                "allow_missing": list(args.allow_missing), "trained_to_drop": droppable, "folds": folds,
-                "warnings": prepared.warnings,
-                "provenance": provenance(command=shlex.join(["nnunet_ext_predict", *argv]))}})
+            write_json_files({report_path: {**report, "complete": True}})
         elif not output_existed:
             shutil.rmtree(args.output, ignore_errors=True)  # a failed run leaves no folder it created
         return returncode
+    except Terminated:
+        if not output_existed and set(os.listdir(args.output)) <= {REPORT_FILE}:
+            shutil.rmtree(args.output, ignore_errors=True)  # nothing predicted yet: no folder left behind
+        raise
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     sys.exit(run())
 
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import SimpleITK as sitk
 
 from nnunet_ext.data.diffusion import DEFAULT_FLOOR_FRACTION, SOURCES, b_value_for, rebuild, record_as_json
-from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
+from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked, write_image_verified
 
 _MAX_REPORTED = 20
 
@@ -59,12 +59,28 @@ def check_rebuild(rebuild: Sequence[str], channel_names: Sequence[str], missing:
                              f"{', '.join(removed)}")
 
 
+# endings of image files nnU-Net reads (longest first: '.nii.gz' before '.nii' and '.gz')
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".mhd", ".png", ".tif", ".tiff", ".bmp")
+
+
+def image_dimension_problem(found: int, expected: Optional[int]) -> Optional[str]:
+    if expected is not None and found != expected:
+        return f"a {found}D image; the model was trained on {expected}D images"
+    if found > 3:
+        return f"a {found}D image; nnU-Net predicts 2D and 3D images (one file per channel)"
+    return None
+
+
 def _case_files(input_folder: str, num_channels: int, file_ending: str) -> Dict[str, Dict[int, str]]:
     pattern = re.compile(rf"^(?P<case>.+)_(?P<channel>\d{{4}}){re.escape(file_ending)}$")
     cases: Dict[str, Dict[int, str]] = {}
     problems = []
     for name in sorted(os.listdir(input_folder)):
         if not name.endswith(file_ending):
+            other = [e for e in IMAGE_ENDINGS if name.lower().endswith(e)]
+            if other and not file_ending.endswith(other[0]):  # e.g. a .nii among .nii.gz: nnU-Net would skip it
+                problems.append(f"{name}: ends in {other[0]}, but the model reads {file_ending} files (convert it, "
+                                f"or move it out of the folder)")
             continue
         match = pattern.match(name)
         if match is None:
@@ -95,7 +111,8 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
                                         allow_missing: Sequence[str] = (),
                                         droppable: Optional[Sequence[str]] = None,
                                         allow_untrained: bool = False,
-                                        rebuild_settings: RebuildSettings = RebuildSettings()) -> PreparedInput:
+                                        rebuild_settings: RebuildSettings = RebuildSettings(),
+                                        image_dimension: Optional[int] = 3) -> PreparedInput:
     """Check `input_folder` and write a complete input folder to `output_folder` (which must not exist).
 
     missing: channels treated as absent in every case (their files, if any, are ignored).
@@ -106,6 +123,9 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
       the result's warnings.
     rebuild_settings.channels: channels that, where absent (no file, or in `missing`), are rebuilt by physics from
       the two other diffusion channels of the case (nnunet_ext.data.diffusion) instead of zero-filled.
+    image_dimension: what the model was trained on (3: volumes; None: not known, only 4D and more is refused); a
+      2D image given to a volume model is refused (nnU-Net would predict it as a single slice), and so is a 4D one
+      (nnU-Net fails on it deep inside its workers).
     """
     channel_names = list(channel_names)
     _check_names(missing, channel_names, "--missing")
@@ -151,6 +171,12 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
             except ImageFileError as error:  # truncated, unreadable, NaN or Inf (NIfTI included)
                 problems.append(f"{label}: {error}")
                 continue
+            dimension_problem = image_dimension_problem(image.GetDimension(), image_dimension) or (
+                f"{image.GetNumberOfComponentsPerPixel()} values per voxel (a vector image); nnU-Net reads one "
+                f"channel per file" if image.GetNumberOfComponentsPerPixel() > 1 else None)
+            if dimension_problem:
+                problems.append(f"{label}: {dimension_problem}")
+                continue
             if reference is None:
                 reference, reference_channel = image, channel
             else:
@@ -177,12 +203,12 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
                     image, record = _rebuild_case_channel(channel_names[channel], present, channel_names,
                                                           rebuild_settings)
                     image.CopyInformation(reference)
-                    sitk.WriteImage(image, target, useCompression=True)
+                    write_image_verified(image, target)
                     result.rebuilt.setdefault(case, {})[channel_names[channel]] = record
                     continue
                 zeros = sitk.Image(reference.GetSize(), sitk.sitkFloat32)
                 zeros.CopyInformation(reference)
-                sitk.WriteImage(zeros, target, useCompression=True)
+                write_image_verified(zeros, target)
                 result.zero_filled.setdefault(case, []).append(channel_names[channel])
     except BaseException:
         shutil.rmtree(output_folder, ignore_errors=True)

@@ -83,6 +83,34 @@ def clean_stale_staging(parent: str, folder_name: str) -> List[str]:
     return removed
 
 
+_PRIVATE = re.compile(r"^(?P<prefix>.+)-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+def make_private_folder(parent: str, prefix: str) -> str:
+    """A new folder `parent/<prefix>-<host>-<pid>-<token>` readable by its owner only (a temporary copy of the
+    user's images), after removing the ones that killed processes of this host left there."""
+    clean_stale_private_folders(parent, prefix)
+    path = make_staging_folder(parent, prefix)
+    os.chmod(path, 0o700)
+    return path
+
+
+def clean_stale_private_folders(parent: str, prefix: str) -> List[str]:
+    """Remove `<prefix>-<host>-<pid>-<token>` folders of this host whose process is gone (killed with SIGKILL,
+    which no clean-up survives); return what was removed. Live processes' folders and other hosts' are kept."""
+    removed = []
+    if not os.path.isdir(parent):
+        return removed
+    for entry in sorted(os.listdir(parent)):
+        match = _PRIVATE.match(entry)
+        if match is None or match["prefix"] != prefix or match["host"] != _HOST or _process_alive(int(match["pid"])):
+            continue
+        path = os.path.join(parent, entry)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def check_dataset_id_free(raw_root: str, folder_name: str) -> None:
     """Refuse `Dataset<ID>_<Name>` when another name already uses that id in `raw_root`: nnU-Net finds datasets
     by id and stops with "More than one dataset name found" for every command on it."""

@@ -12,6 +12,7 @@
   touch the mask.
 An empty mask stays empty through every step. Components use cc3d; connectivity 26 unless stated.
 """
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cc3d
@@ -98,9 +99,27 @@ def parse_step(text: str) -> Tuple[str, Optional[float]]:
             raise ValueError(f"step {name!r} takes no value, got {value!r}")
         return name, None
     try:
-        return name, float(value) if value else float(STEPS[name][1])
+        number = float(value) if value else float(STEPS[name][1])
     except ValueError:
         raise ValueError(f"step {name!r}: {value!r} is not a number") from None
+    problem = step_value_problem(name, number)
+    if problem:
+        raise ValueError(f"step {name!r}: {value!r} {problem}")
+    return name, number
+
+
+def step_value_problem(name: str, value: float) -> Optional[str]:
+    """Why `value` cannot parameterise step `name` (None if it can): NaN / inf never can (a NaN distance removed
+    every object, an infinite size overflowed)."""
+    if not math.isfinite(value):
+        return "is not a finite number"
+    if name == "min_size" and (value < 1 or value != int(value)):
+        return "is not a whole number of voxels >= 1"
+    if name == "lesion_distance" and value < 0:
+        return "is negative; expected a distance >= 0"
+    if name == "threshold" and not 0.0 <= value <= 1.0:
+        return "is not a probability in [0, 1]"
+    return None
 
 
 def needed_inputs(steps: Sequence[Tuple[str, Optional[float]]]) -> List[str]:

@@ -1,14 +1,26 @@
 """Clot post-processing of a folder of nnU-Net predictions: every case through one chain of steps
 (`nnunet_ext.postprocessing.clot`), written as a new folder (all cases, or nothing on error)."""
 import os
+from typing import Mapping
 
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_ext.data.nifti import geometry_mismatch, read_image_checked
+from nnunet_ext.data.nifti import geometry_mismatch, read_image_checked, write_image_verified
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
 from nnunet_ext.postprocessing.clot import apply_chain, needed_inputs
 from nnunet_ext.provenance import provenance
+
+
+def check_label_present(images: Mapping[str, sitk.Image], label: int) -> None:
+    """A label that no prediction holds while others hold other foreground labels is the wrong label: the chain
+    would change nothing, silently. (Predictions without any foreground are fine: there is nothing to process.)"""
+    found = set()
+    for image in images.values():
+        found.update(int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)))
+    if label not in found and found - {0}:
+        raise ValueError(f"label {label} is in none of the {len(images)} predictions, which hold label(s) "
+                         f"{', '.join(map(str, sorted(found - {0})))}: choose one with --label")
 
 
 def postprocess_folder(prediction_folder: str, output_folder: str, steps, lesion_folder: str = None, label: int = 1,
@@ -32,10 +44,12 @@ def postprocess_folder(prediction_folder: str, output_folder: str, steps, lesion
     if problems:
         raise ValueError("cannot post-process:\n  " + "\n  ".join(problems[:20]))
 
+    images = {case: read_image_checked(os.path.join(prediction_folder, case + file_ending)) for case in cases}
+    check_label_present(images, label)
     parent, name = os.path.split(os.path.abspath(output_folder))
     with staged_dataset_folder(parent, name) as staging:
         for case in cases:
-            image = read_image_checked(os.path.join(prediction_folder, case + file_ending))
+            image = images[case]
             segmentation = sitk.GetArrayFromImage(image)
             probabilities = lesion = None
             if "probabilities" in needs:
@@ -56,7 +70,7 @@ def postprocess_folder(prediction_folder: str, output_folder: str, steps, lesion
             result[kept] = label
             output = sitk.GetImageFromArray(result.astype(segmentation.dtype))
             output.CopyInformation(image)
-            sitk.WriteImage(output, os.path.join(staging, case + file_ending), useCompression=True)
+            write_image_verified(output, os.path.join(staging, case + file_ending))
         write_json(os.path.join(staging, "postprocessing.json"),
                    {"steps": [list(s) for s in steps], "label": label, "lesions": lesion_folder,
                     "distance_units": distance_units, "input": os.path.abspath(prediction_folder),
