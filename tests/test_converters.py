@@ -254,3 +254,86 @@ def test_isles22_rebuild_b0_with_an_adc_of_no_known_unit_skips_the_case_saying_w
                                "median is 40, which fits no known unit (a tissue median of 0.0002-0.0035 mm2/s, or "
                                "that x 1e3 or x 1e6); pass --adc-unit (mm2/s, 1e-3 mm2/s, 1e-6 mm2/s) if the map is "
                                "right"}]
+
+
+# ---------------------------------------------------------------------------------------------- issue 26
+
+def test_two_isles_subjects_that_map_to_one_case_id_are_refused_naming_both(tmp_path):
+    """sub-x/ses-0002 (of a subject with two sessions) and sub-x_ses-0002/ses-0001 both became x_ses-0002: the
+    second overwrote the first's label and numTraining counted 8 for 7 cases."""
+    root = tmp_path / "ISLES-2022"
+    for subject, session in (("sub-x", "ses-0001"), ("sub-x", "ses-0002"), ("sub-x_ses-0002", "ses-0001")):
+        stem = f"{subject}_{session}"
+        _image(root / subject / session / "dwi" / f"{stem}_dwi.nii.gz", 100.0)
+        _image(root / subject / session / "dwi" / f"{stem}_adc.nii.gz", 800.0)
+        _image(root / "derivatives" / subject / session / f"{stem}_msk.nii.gz", array=_lesion())
+    with pytest.raises(ValueError, match="two sources map to case id 'x_ses-0002': .*sub-x/ses-0002/dwi and "
+                                         ".*sub-x_ses-0002/ses-0001/dwi"):
+        convert_isles22(str(root), str(tmp_path / "raw"), 520)
+    assert not (tmp_path / "raw").exists() or os.listdir(tmp_path / "raw") == []
+
+
+def test_a_case_id_that_is_no_safe_file_name_is_refused(tmp_path):
+    root = tmp_path / "ISLES-2022"
+    stem = "sub-.._ses-0001"
+    _image(root / "sub-.." / "ses-0001" / "dwi" / f"{stem}_dwi.nii.gz", 100.0)
+    _image(root / "sub-.." / "ses-0001" / "dwi" / f"{stem}_adc.nii.gz", 800.0)
+    with pytest.raises(ValueError, match="case id '..' .* is not a safe file name"):
+        convert_isles22(str(root), str(tmp_path / "raw"), 520)
+
+
+@pytest.mark.parametrize("pattern", ["{subject}_{0}.nii.gz", "{x}.nii.gz", "{subject}_{.nii.gz", "{subject}{x}"])
+def test_jhu_patterns_with_other_fields_are_refused_not_a_traceback(tmp_path, pattern, capsys):
+    with pytest.raises(ValueError, match="must contain {subject} \\(and no other {...} field\\)"):
+        JhuLayout(dwi=pattern)
+    root = tmp_path / "jhu"
+    _jhu_subject(root, "S01")
+    with pytest.raises(SystemExit) as stop:
+        convert_main(["jhu", str(root), "-d", "512", "--raw", str(tmp_path / "raw"), "--dwi-pattern", pattern])
+    assert "error: dwi pattern" in str(stop.value.code)
+
+
+def test_a_file_that_is_not_gzip_is_named_not_quoted(tmp_path):
+    """A link to a text file named like an image: the message names the file, never its first bytes."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    root = tmp_path / "jhu"
+    _jhu_subject(root, "S01")
+    _jhu_subject(root, "S02")
+    os.remove(root / "S02" / "S02_DWI.nii.gz")
+    os.symlink(secret, root / "S02" / "S02_DWI.nii.gz")
+    report = convert_jhu(str(root), str(tmp_path / "raw"), 513)
+    reason = {s["case"]: s["reason"] for s in report.skipped}["S02"]
+    assert f"{root / 'S02' / 'S02_DWI.nii.gz'}: not a gzip-compressed file" in reason
+    assert "b'ro'" not in reason and "root:" not in reason  # gzip's own message quoted the first bytes
+
+
+def _limited_writes(limit_bytes):
+    """preexec_fn: writes beyond `limit_bytes` fail (EFBIG) as on a full disk, without the SIGXFSZ that would
+    kill the process; SimpleITK then prints 'wrote only N of M bytes' and returns without an error."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def test_a_full_disk_during_conversion_is_an_error_and_publishes_nothing(tmp_path):
+    import subprocess
+    import sys
+    root = tmp_path / "jhu"
+    for subject in ("S01", "S02"):
+        _jhu_subject(root, subject)
+        _image(root / subject / f"{subject}_DWI.nii.gz",
+               array=np.random.default_rng(0).normal(100, 10, (30, 40, 50)).astype(np.float32), shape=None)
+        for part, value in (("ADC", 800.0), ("B0", 300.0)):
+            _image(root / subject / f"{subject}_{part}.nii.gz", value, shape=(30, 40, 50))
+        _image(root / subject / f"{subject}_mask.nii.gz", array=np.zeros((30, 40, 50), np.uint8))
+    result = subprocess.run([sys.executable, "-m", "nnunet_ext.cli.convert", "jhu", str(root), "-d", "514", "--raw",
+                             str(tmp_path / "raw"), "--quiet"], capture_output=True, text=True,
+                            preexec_fn=_limited_writes(30_000), timeout=300)
+    assert result.returncode != 0 and "was not written whole (disk full?)" in result.stderr
+    assert "imagesTr/S01_0000.nii.gz" in result.stderr
+    assert [e for e in os.listdir(tmp_path / "raw") if not e.startswith(".")] == []  # nothing published

@@ -97,3 +97,30 @@ def test_b_value_comes_from_a_bids_sidecar_when_it_states_one(tmp_path):
     (tmp_path / "sub-1_dwi.json").write_text(json.dumps({"BValue": "high"}))
     with pytest.raises(ValueError, match="BValue must be a positive number"):
         b_value_from_sidecar(str(image))
+
+
+# ---------------------------------------------------------------------------------------------- issue 26
+
+@pytest.mark.parametrize("sidecar,message", [
+    ({"DiffusionBValue": True}, "DiffusionBValue must be a positive number of s/mm2 .* got True"),
+    (1000, "a BIDS sidecar is a JSON object .* got int 1000"),
+    ({"BValue": [0, "1000"]}, "BValue must be a positive number"),
+    ({"bValue": -5}, "bValue must be a positive number"),
+])
+def test_sidecar_values_are_checked(tmp_path, sidecar, message):
+    image = tmp_path / "dwi.nii.gz"
+    image.write_bytes(b"")
+    (tmp_path / "dwi.json").write_text(json.dumps(sidecar))
+    with pytest.raises(ValueError, match=message):
+        b_value_from_sidecar(str(image))
+
+
+def test_a_negative_adc_in_the_tissue_is_refused_not_rebuilt_as_background():
+    dwi = np.full((4, 10, 10), 100.0)
+    adc = np.full((4, 10, 10), -0.8)  # the map's sign flipped (or another map): B0 = DWI everywhere before
+    with pytest.raises(ValueError, match="the ADC map is negative in 100% of the tissue"):
+        rebuild("B0", {"DWI": dwi, "ADC": adc}, 1000.0, adc_unit="1e-3 mm2/s")
+    adc = np.full((4, 10, 10), 0.8)
+    adc[0, 0, 0] = -0.8  # one noisy voxel in 400 stays below the 1 % limit
+    b0, _ = rebuild("B0", {"DWI": dwi, "ADC": adc}, 1000.0, adc_unit="1e-3 mm2/s")
+    assert b0[1, 1, 1] == pytest.approx(100.0 * np.exp(0.8))

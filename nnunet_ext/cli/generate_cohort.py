@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     try:
         spec = spec_class(**{key: value for key, value in given.items() if value is not None})
         folder = write(spec, args.raw, overwrite=args.overwrite)
-    except (ValueError, FileExistsError) as error:
+    except (ValueError, FileExistsError, OSError) as error:  # OSError: e.g. the disk filled up (nothing is left)
         sys.exit(f"error: {error}")
     print(f"wrote {folder}")
 

@@ -34,6 +34,8 @@ JHU-style (assumed: one folder per subject, no public layout is fixed; every pat
   without B0), or the case is skipped with `missing_b0="skip"`. Center "JHU", or per subject from a map.
 """
 import os
+import re
+import string
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -43,7 +45,7 @@ from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
 from nnunet_ext.data.diffusion import b_value_for, rebuild, record_as_json
-from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked
+from nnunet_ext.data.nifti import ImageFileError, geometry_mismatch, read_image_checked, write_image_verified
 from nnunet_ext.data.staging import check_dataset_id_free, staged_dataset_folder
 from nnunet_ext.provenance import provenance
 
@@ -139,6 +141,30 @@ def load_case(source: SourceCase, channel_order: Sequence[str], resample: Sequen
     return images, _binary_mask(mask, grid)
 
 
+# a case id becomes file names (<case>_0000.nii.gz): letters, digits, '_', '-', '.', not starting with '.' or '-'
+SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _origin(source: SourceCase) -> str:
+    """Where a case comes from, for messages: the folder of its first expected file."""
+    first = next((p for p in source.expected.values() if p), None) if source.expected else None
+    return os.path.dirname(first) if first else source.case
+
+
+def check_case_ids(sources: Sequence[SourceCase]) -> None:
+    """Refuse two sources that map to one case id (the second would overwrite the first's images and label) and ids
+    that are no safe file name (a subject folder 'sub-..' gave the hidden files '.._0000.nii.gz')."""
+    seen: Dict[str, SourceCase] = {}
+    for source in sources:
+        if not SAFE_CASE_ID.match(source.case) or ".." in source.case:
+            raise ValueError(f"case id {source.case!r} (from {_origin(source)}) is not a safe file name: letters, "
+                             f"digits, '_', '-' and '.', starting with a letter or digit")
+        if source.case in seen:
+            raise ValueError(f"two sources map to case id {source.case!r}: {_origin(seen[source.case])} and "
+                             f"{_origin(source)}; rename one of them")
+        seen[source.case] = source
+
+
 def _folder_name(dataset_id: int, name: str) -> str:
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset id must be in 1..999 (nnU-Net uses three digits), got {dataset_id}")
@@ -161,6 +187,7 @@ def write_raw_dataset(sources: Sequence[SourceCase], raw_root: str, dataset_id: 
         raise ValueError(f"droppable channel {unknown[0]!r} is not a channel of this dataset "
                          f"({', '.join(channel_order)})")
     final = os.path.join(raw_root, folder_name)
+    check_case_ids(sources)
     check_dataset_id_free(raw_root, folder_name)  # before any case is read (staged_dataset_folder checks again)
     skipped = list(skipped)
     converted, centers = [], {}
@@ -174,10 +201,10 @@ def write_raw_dataset(sources: Sequence[SourceCase], raw_root: str, dataset_id: 
             except SkipCase as reason:
                 skipped.append({"case": source.case, "reason": str(reason)})
                 continue
+            # read back before the dataset is published: SimpleITK does not raise when the disk fills
             for c, image in enumerate(images):
-                sitk.WriteImage(image, os.path.join(staging, "imagesTr", f"{source.case}_{c:04d}{FILE_ENDING}"),
-                                useCompression=True)
-            sitk.WriteImage(mask, os.path.join(staging, "labelsTr", source.case + FILE_ENDING), useCompression=True)
+                write_image_verified(image, os.path.join(staging, "imagesTr", f"{source.case}_{c:04d}{FILE_ENDING}"))
+            write_image_verified(mask, os.path.join(staging, "labelsTr", source.case + FILE_ENDING))
             converted.append(source.case)
             centers[source.case] = source.center
         if not converted:
@@ -296,9 +323,19 @@ class JhuLayout:
 
     def __post_init__(self):
         for key, pattern in asdict(self).items():
-            if "{subject}" not in pattern or "/" in pattern:
-                raise ValueError(f"{key} pattern {pattern!r} must contain {{subject}} and name a file in the "
-                                 f"subject's folder")
+            fields = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None} \
+                if _parses(pattern) else None
+            if fields != {"subject"} or "/" in pattern:
+                raise ValueError(f"{key} pattern {pattern!r} must contain {{subject}} (and no other {{...}} field) "
+                                 f"and name a file in the subject's folder")
+
+
+def _parses(pattern: str) -> bool:
+    try:
+        list(string.Formatter().parse(pattern))
+        return True
+    except ValueError:  # an unmatched '{' or '}'
+        return False
 
 
 MISSING_B0 = ("zero", "skip")

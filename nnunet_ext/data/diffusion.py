@@ -21,6 +21,7 @@ and ln() or exp(b · ADC) turn that noise into arbitrary values. So:
 Every output is finite (checked).
 """
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Dict, Mapping, Optional, Tuple
@@ -52,6 +53,21 @@ class RebuildRecord:
     adc_unit_from: str
     noise_floor: Dict[str, float]
     equation: str
+
+
+NEGATIVE_ADC_SHARE_LIMIT = 0.01  # a scanner's ADC is >= 0 in tissue but for rare noise voxels
+
+
+def check_adc_sign(adc: np.ndarray, tissue: np.ndarray) -> None:
+    """Refuse an ADC map that is negative in more than 1 % of the tissue: it is no ADC (a sign flip, another map),
+    and the rebuild would treat every such voxel as background (B0 = DWI there) without a word."""
+    values = np.asarray(adc)[np.asarray(tissue, bool)]
+    if values.size == 0:
+        return
+    share = float(np.count_nonzero(values < 0)) / values.size
+    if share > NEGATIVE_ADC_SHARE_LIMIT:
+        raise ValueError(f"the ADC map is negative in {100 * share:.0f}% of the tissue (median {np.median(values):g}); "
+                         f"an ADC is >= 0: check that this is the ADC map and its sign")
 
 
 def detect_adc_unit(adc: np.ndarray, tissue: Optional[np.ndarray] = None) -> str:
@@ -155,9 +171,10 @@ def rebuild(channel: str, images: Mapping[str, np.ndarray], b_value: float = DEF
         equation = "ADC = ln(B0 / DWI) / b"
     else:
         adc = np.asarray(images["ADC"], np.float64)
+        other = images["DWI" if channel == "B0" else "B0"]
+        tissue = np.asarray(other) > noise_floor(other, floor_fraction)
+        check_adc_sign(adc, tissue)
         if adc_unit is None:
-            other = images["DWI" if channel == "B0" else "B0"]
-            tissue = np.asarray(other) > noise_floor(other, floor_fraction)
             unit, unit_from = detect_adc_unit(adc, tissue), "tissue median"
         else:
             unit = adc_unit
@@ -185,14 +202,22 @@ def b_value_from_sidecar(image_path: str) -> Optional[float]:
             sidecar = json.load(f)
     except ValueError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(sidecar, dict):
+        raise ValueError(f"{path}: a BIDS sidecar is a JSON object ({{\"DiffusionBValue\": 1000, ...}}), got "
+                         f"{type(sidecar).__name__} {sidecar!r:.40}")
     for key in B_VALUE_KEYS:
         if key in sidecar:
-            value = sidecar[key]
-            value = max(value) if isinstance(value, list) and value else value
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{path}: {key} must be a positive number of s/mm2, got {sidecar[key]!r}")
-            return float(value)
+            values = sidecar[key] if isinstance(sidecar[key], list) and sidecar[key] else [sidecar[key]]
+            # bool is an int in Python: true would have been b = 1
+            if not all(_is_number(v) for v in values) or max(values) <= 0:
+                raise ValueError(f"{path}: {key} must be a positive number of s/mm2 (or a list of them), got "
+                                 f"{sidecar[key]!r}")
+            return float(max(values))
     return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def b_value_for(image_path: str, given: Optional[float] = None) -> Tuple[float, str]:

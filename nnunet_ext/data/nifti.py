@@ -21,9 +21,10 @@ class ImageFileError(ValueError):
 
 
 def write_image(path: str, array: np.ndarray, spacing_zyx: Sequence[float]) -> None:
+    """Write a [z, y, x] array as an image, verified (write_image_verified)."""
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(tuple(float(s) for s in reversed(spacing_zyx)))
-    sitk.WriteImage(image, path, useCompression=True)
+    write_image_verified(image, path)
 
 
 def write_image_verified(image: sitk.Image, path: str) -> None:
@@ -56,7 +57,9 @@ def _read_gzip_whole(path: str) -> bytes:
         compressed = f.read()
     try:
         return gzip.decompress(compressed)  # one call: several times faster than reading gzip.open in chunks
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+    except gzip.BadGzipFile:  # its message quotes the file's first bytes: name the file, not its content
+        raise ImageFileError(f"{path}: not a gzip-compressed file (a .gz image must be)") from None
+    except (EOFError, zlib.error) as error:
         raise ImageFileError(f"{path}: incomplete or corrupt gzip stream ({error}); the file was probably cut "
                              f"short by a copy or download") from None
 

@@ -131,6 +131,10 @@ def staged_dataset_folder(raw_root: str, folder_name: str, overwrite: bool = Fal
 
     An existing dataset is kept unless `overwrite`; it is only removed once the new one is complete. A
     `Dataset<ID>_<Name>` whose id another dataset in `raw_root` uses is refused."""
+    if not folder_name or folder_name in (".", "..") or folder_name.startswith(".") or os.sep in folder_name or \
+            (os.altsep and os.altsep in folder_name):
+        raise ValueError(f"{folder_name!r} is not a folder name (no path separators, not starting with '.'): "
+                         f"the dataset would be written outside {raw_root}")
     final = os.path.join(raw_root, folder_name)
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True (--overwrite) to replace it")
