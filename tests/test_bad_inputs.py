@@ -142,7 +142,7 @@ def model(tmp_path, monkeypatch):
         "channel_names": {str(i): n for i, n in enumerate(CHANNELS)}, "labels": {"background": 0, "lesion": 1},
         "numTraining": 1, "file_ending": ".nii.gz", "droppable_channels": ["ADC"]}))
     (folder / "fold_0").mkdir()
-    (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
+    torch.save({"network_weights": {}}, str(folder / "fold_0" / "checkpoint_final.pth"))
     (folder / "fold_0" / SETTINGS_FILE).write_text(json.dumps(
         {"settings": {"modality_dropout": {"droppable_names": ["ADC"]}}}))
     monkeypatch.setenv("nnUNet_results", str(results))
@@ -622,3 +622,12 @@ def test_temporary_copies_of_killed_runs_are_removed_and_sigterm_cleans_up(model
     assert stop.value.code == 128 + signal.SIGTERM
     assert sorted(os.listdir(tmp_path / "tmp")) == [live.name]  # the stale copy and this run's own are gone
     assert not (tmp_path / "out").exists()  # created by this run, nothing predicted: removed
+
+
+def test_a_checkpoint_cut_short_is_named_before_nnunet_starts(model, images, tmp_path, capsys):
+    checkpoint = model["folder"] / "fold_0" / "checkpoint_final.pth"
+    torch.save({"network_weights": {"w": torch.zeros(1000)}}, str(checkpoint))
+    _truncate(str(checkpoint), keep=0.7)
+    stderr = _refused(capsys, _predict(images, tmp_path / "out"))
+    assert f"{checkpoint} is not a whole checkpoint" in stderr and "cut short" in stderr
+    assert model["calls"] == [] and not (tmp_path / "out").exists()

@@ -322,6 +322,33 @@ def test_commands_a_harness_would_run_without_running_them(tmp_path):
     assert not os.path.exists(os.path.join(tmp_path, "commands.log"))
 
 
+def test_a_second_harness_on_one_workdir_stops_at_every_step_the_first_holds(tmp_path):
+    """Two harnesses on one workdir had planned dataset 531 at once (one crashed inside blosc2) and trained into
+    one fold_0. A step another live process holds (its lock file) stops this one, naming the holder, before
+    anything is run; nothing is planned, generated or trained here."""
+    import socket
+    harness = ClotHarness(str(tmp_path), CI, log=lambda m: None)
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    holder = {"host": socket.gethostname(), "pid": os.getppid(), "job": ""}  # alive: the process that runs pytest
+    harness.ensure_plans = lambda network: None  # the training's own lock is tested here, not planning
+    for name, step in (("dataset_530", harness.source_dataset), ("dataset_531", lambda: harness.dataset(531)),
+                       ("train_UpAttLLSTM_s8_run1", lambda: harness.train(Network("UpAttLLSTM", 8), 1)),
+                       ("predict_UpAttLLSTM_s8_run1_AB_present",
+                        lambda: harness.predict(Network("UpAttLLSTM", 8), "AB", "present", 1))):
+        (locks / f"{name}.lock").write_text(json.dumps(holder))
+        with pytest.raises(RuntimeError, match=f"{name}.lock: this run is in progress in process {os.getppid()}"):
+            step()
+        (locks / f"{name}.lock").unlink()
+        if name == "dataset_530":
+            harness.source_dataset()  # the cohort itself, for the next steps (no nnU-Net command)
+        if name == "train_UpAttLLSTM_s8_run1":  # as if that training had finished: prediction is next
+            os.makedirs(harness.fold_folder(Network("UpAttLLSTM", 8), 1))
+            open(os.path.join(harness.fold_folder(Network("UpAttLLSTM", 8), 1), "checkpoint_final.pth"), "w").close()
+    assert not (tmp_path / "nnUNet_preprocessed").exists() and not (tmp_path / "clot" / "predictions").exists()
+    assert "nnUNetv2" not in (open(tmp_path / "commands.log").read() if (tmp_path / "commands.log").exists() else "")
+
+
 def test_cli_rejects_unknown_table_and_model(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         reproduce_clot.main(["--table", "8", "--profile", "ci", "--workdir", str(tmp_path)])

@@ -225,9 +225,25 @@ def test_source_cohort_of_another_profile_is_refused(tmp_path):
         harness.source_dataset()
 
 
+def test_planning_a_dataset_another_harness_holds_is_refused(tmp_path):
+    """Two harnesses on one workdir: the planning stage is locked too (only run_cell was), per dataset."""
+    import socket
+    from nnunet_ext.experiments.harness import Harness
+    harness = Harness(str(tmp_path), TABLES[2], PROFILES["ci"], log=lambda message: None)
+    (tmp_path / "locks").mkdir()
+    for dataset_id, step in ((510, harness.source_dataset), (511, lambda: harness.dataset("all_centers"))):
+        lock = tmp_path / "locks" / f"dataset_{dataset_id}.lock"
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "job": ""}))
+        with pytest.raises(RuntimeError, match=f"dataset_{dataset_id}.lock: this run is in progress in process "
+                                               f"{os.getppid()}"):
+            step()
+        lock.unlink()
+    assert not (tmp_path / "nnUNet_raw").exists() and not (tmp_path / "nnUNet_preprocessed").exists()
+
+
 def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path, monkeypatch):
     import socket
-    from nnunet_ext.experiments.harness import run_lock
+    from nnunet_ext.experiments.locks import run_lock
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     lock = str(tmp_path / "runs" / "fold_0.json.lock")

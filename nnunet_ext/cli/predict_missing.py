@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zipfile
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_ext.data.diffusion import ADC_UNITS, DEFAULT_B_VALUE, SOURCES
@@ -86,6 +87,23 @@ def check_folds(folder: str, folds: Sequence[str], checkpoint: str) -> None:
         hint = f" (pass -f {' '.join(available)})" if available else ""
         raise ValueError(f"no {checkpoint} for fold(s) {', '.join(missing)} in {folder}; folds that have one: "
                          f"{', '.join(available) or 'none'}{hint}")
+    for fold in folds:
+        problem = checkpoint_problem(os.path.join(folder, f"fold_{fold}", checkpoint))
+        if problem:
+            raise ValueError(problem)
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """Why `path` cannot be a whole torch checkpoint (None if it can): torch.save writes a zip archive whose
+    directory is at its end, so a file cut short has none (torch's own error, deep in nnU-Net's workers, says only
+    'checkpoint file is corrupted'). Reads the directory, not the weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        return (f"{path} is not a whole checkpoint ({error}); it was probably cut short while being copied or "
+                f"written: copy it again, or train with --c")
+    return None
 
 
 def trained_droppable_channels(folder: str, folds: Sequence[str], channel_names: Sequence[str]) -> List[str]:
@@ -215,6 +233,11 @@ def run(argv: Optional[List[str]] = None) -> int:
         if not output_existed and set(os.listdir(args.output)) <= {REPORT_FILE}:
             shutil.rmtree(args.output, ignore_errors=True)  # nothing predicted yet: no folder left behind
         raise
+    except OSError as error:  # e.g. the disk is full: the report could not be written
+        if not output_existed:
+            shutil.rmtree(args.output, ignore_errors=True)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
 

@@ -40,6 +40,7 @@ from nnunet_ext.experiments.clot_tables import (CHANNELS, CLOT_ID, DATASET_NAMES
 from nnunet_ext.planning.templates import load_template
 from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
 from nnunet_ext.experiments.jobs import Task
+from nnunet_ext.experiments.locks import run_lock
 from nnunet_ext.experiments.records import append_command_log, run_logged
 from nnunet_ext.paths import nnunet_environment
 from nnunet_ext.postprocessing.clot import parse_step
@@ -160,10 +161,19 @@ class ClotHarness:
         run_logged(command, self.workdir, log_name, self.env, extra_env)
 
     # ---- datasets ------------------------------------------------------------------------------------------
+    def lock(self, name: str):
+        """A lock file <workdir>/locks/<name>.lock (nnunet_ext.experiments.locks): two harnesses or jobs on one
+        workdir never do the same step at once; the second stops naming the first."""
+        return run_lock(os.path.join(self.workdir, "locks", f"{name}.lock"))
+
     def source_dataset(self) -> str:
         existing = dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID)
         if existing:
             return existing
+        with self.lock(f"dataset_{SOURCE_ID}"):
+            return dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID) or self._write_source_dataset()
+
+    def _write_source_dataset(self) -> str:
         spec = ClotCohortSpec(dataset_id=SOURCE_ID, name=DATASET_NAMES[SOURCE_ID], size=self.profile.size,
                               train_per_center=self.profile.train_per_center,
                               test_per_center=self.profile.test_per_center, seed=self.profile.seed,
@@ -173,7 +183,19 @@ class ClotHarness:
         return write_clot_cohort(spec, self.paths["nnUNet_raw"], progress=False)
 
     def dataset(self, dataset_id: int) -> str:
-        """Raw folder of the A+B clot dataset or of the lesion dataset, derived, planned, preprocessed, split."""
+        """Raw folder of the A+B clot dataset or of the lesion dataset, derived, planned, preprocessed, split (under
+        the dataset's lock when anything is left to do)."""
+        raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
+        if raw is not None and self._prepared(raw):
+            return raw
+        with self.lock(f"dataset_{dataset_id}"):
+            return self._dataset(dataset_id)
+
+    def _prepared(self, raw: str) -> bool:
+        preprocessed = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
+        return all(os.path.isfile(os.path.join(preprocessed, f)) for f in ("nnUNetPlans.json", "splits_final.json"))
+
+    def _dataset(self, dataset_id: int) -> str:
         raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
         if raw is None:
             source = self.source_dataset()
@@ -201,6 +223,11 @@ class ClotHarness:
         folder = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
         if os.path.isfile(os.path.join(folder, f"{network.plans}.json")):
             return
+        with self.lock(f"plans_{network.dataset_id}_{network.plans}"):
+            if not os.path.isfile(os.path.join(folder, f"{network.plans}.json")):
+                self._write_plans(network)
+
+    def _write_plans(self, network: Network) -> None:
         if network.architecture == NNUNET:
             self.run_command(["nnunet_ext_plan_cpu", "-d", str(network.dataset_id)], f"plans_cpu_{network.dataset_id}")
             return
@@ -235,6 +262,12 @@ class ClotHarness:
         if before is not None:
             self.train(before, run)
         self.ensure_plans(network)
+        with self.lock(f"train_{network.key}_run{run}"):
+            if not os.path.isfile(os.path.join(folder, "checkpoint_final.pth")):
+                self._train(network, run, folder)
+        return folder
+
+    def _train(self, network: Network, run: int, folder: str) -> None:
         command = self.train_command(network, run)
         if os.path.isfile(os.path.join(folder, "checkpoint_latest.pth")):
             # nnU-Net refuses --c together with -pretrained_weights; the checkpoint holds the weights anyway
@@ -245,7 +278,6 @@ class ClotHarness:
         self.run_command(command, f"train_{network.key}_run{run}",
                          {"NNUNET_EXT_SEED": str(self.seed(run)), "nnUNet_n_proc_DA": "1"})
         self.log(f"  trained in {time.time() - started:.0f} s")
-        return folder
 
     # ---- test data -----------------------------------------------------------------------------------------
     def _case_centers(self) -> Dict[str, str]:
@@ -336,6 +368,12 @@ class ClotHarness:
         if os.path.isfile(done):
             return folder
         self.train(network, run)
+        with self.lock(f"predict_{network.key}_run{run}_{test_set}_{phase}"):
+            if not os.path.isfile(done):
+                self._predict(network, test_set, phase, run, done)
+        return folder
+
+    def _predict(self, network: Network, test_set: str, phase: str, run: int, done: str) -> None:
         if phase == DWI_SWAPPED:
             self.swapped_dwi_inputs(test_set)
         else:
@@ -343,7 +381,6 @@ class ClotHarness:
         self.run_command(self.predict_command(network, test_set, phase, run),
                          f"predict_{network.key}_run{run}_{test_set}_{phase}")
         open(done, "w").close()
-        return folder
 
     def lesion_masks(self, test_set: str, source: str, run: int) -> str:
         if source == "reference":

@@ -8,9 +8,8 @@ import json
 import os
 import socket
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from nnunet_ext.data.diffusion import SOURCES
 from nnunet_ext.data.splits import write_json_files
@@ -18,6 +17,7 @@ from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.evaluation.folders import dice_per_case
 from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
 from nnunet_ext.experiments.jobs import Task
+from nnunet_ext.experiments.locks import run_lock
 from nnunet_ext.experiments.records import run_logged
 from nnunet_ext.experiments.settings import Cell, Profile, TableSetting
 from nnunet_ext.paths import nnunet_environment
@@ -25,75 +25,6 @@ from nnunet_ext.provenance import provenance
 
 SOURCE_ID = 510
 DATASET_IDS = {(2, "all_centers"): 511, (3, "unseen_held_out"): 512, (3, "all_centers"): 513}
-
-
-@contextmanager
-def run_lock(path: str) -> Iterator[None]:
-    """Hold `path` as a lock file while one run trains and predicts, so that two harness processes (or two jobs)
-    on one workdir never train the same run into the same folder. The lock names its holder (host, pid, SLURM
-    job); it is taken over when that process is gone (same host) or when this process is the same SLURM job
-    requeued (possibly on another node)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "job": scheduler_job_id()}
-    for _attempt in range(2):
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = _lock_owner(path)
-            if not _lock_is_stale(owner, me):
-                raise RuntimeError(f"{path}: this run is in progress in process {owner.get('pid')} on "
-                                   f"{owner.get('host')}" + (f" (job {owner['job']})" if owner.get("job") else "") +
-                                   " (another harness or job on the same workdir); wait for it, or delete the lock "
-                                   "if that process is gone")
-            os.remove(path)
-            continue
-        with os.fdopen(descriptor, "w") as f:
-            json.dump(me, f)
-        break
-    try:
-        yield
-    finally:
-        os.remove(path)
-
-
-def scheduler_job_id() -> str:
-    """SLURM's id of the job this process runs in ('' outside one); a requeued job keeps it."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    return os.environ.get("SLURM_JOB_ID", "")
-
-
-def _lock_owner(path: str) -> Dict:
-    try:
-        text = open(path).read().strip()
-    except OSError:
-        return {}
-    try:
-        owner = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    # locks written before they named their host hold a bare pid
-    return {"pid": owner, "host": socket.gethostname(), "job": ""} if isinstance(owner, int) else owner
-
-
-def _lock_is_stale(owner: Dict, me: Dict) -> bool:
-    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int) or owner["pid"] <= 0:
-        return True  # unreadable or half-written: its writer died before finishing it
-    if owner.get("job") and owner["job"] == me["job"]:
-        return True  # this very job, requeued after a preemption or a time limit
-    if owner.get("host") != me["host"]:
-        return False  # another machine's process: nothing here can tell whether it is alive
-    return not _process_exists(owner["pid"])
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Harness:
@@ -145,12 +76,26 @@ class Harness:
                 raise ValueError(f"{existing} was generated for another profile ({stored}); profile "
                                  f"{self.profile.name!r} needs {asdict(spec)}: use another --workdir")
             return existing
-        self.log(f"generating the synthetic cohort ({spec.folder_name})")
-        return write_cohort(spec, self.paths["nnUNet_raw"], progress=False)
+        with run_lock(os.path.join(self.workdir, "locks", f"dataset_{SOURCE_ID}.lock")):
+            self.log(f"generating the synthetic cohort ({spec.folder_name})")
+            return write_cohort(spec, self.paths["nnUNet_raw"], progress=False)
 
     def dataset(self, variant: str) -> Tuple[int, str]:
-        """(dataset id, raw folder) of a dataset variant, derived, planned and preprocessed if needed."""
+        """(dataset id, raw folder) of a dataset variant, derived, planned and preprocessed if needed; under a lock
+        per dataset, so that two harnesses on one workdir never plan one dataset at once."""
         dataset_id = DATASET_IDS[(self.table.number, variant)]
+        raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
+        if raw is not None and self._planned(raw):  # the usual case in a job: nothing to do, no lock to take
+            return dataset_id, raw
+        with run_lock(os.path.join(self.workdir, "locks", f"dataset_{dataset_id}.lock")):
+            return self._dataset(variant, dataset_id)
+
+    def _planned(self, raw: str) -> bool:
+        preprocessed = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
+        return all(os.path.isfile(os.path.join(preprocessed, f"{plans}.json"))
+                   for plans in ("nnUNetPlans", self.plans))
+
+    def _dataset(self, variant: str, dataset_id: int) -> Tuple[int, str]:
         raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
         if raw is None:
             held_out = self.table.unseen_center if variant == "unseen_held_out" else None
