@@ -158,7 +158,9 @@ def model(tmp_path, monkeypatch):
         folds = command[command.index("-f") + 1:command.index("-f") + 2] if "-f" in command else ["0", "1", "2"]
         if any(not os.path.isfile(folder / f"fold_{f}" / "checkpoint_final.pth") for f in folds):
             return subprocess.CompletedProcess(command, 1)
-        open(os.path.join(output, "case.nii.gz"), "w").close()
+        staged = command[command.index("-i") + 1]
+        for case in sorted({f.rsplit("_", 1)[0] for f in os.listdir(staged)}):  # one mask per case, as nnU-Net
+            _write(os.path.join(output, f"{case}.nii.gz"), np.zeros(SHAPE, np.uint8))
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(predict_missing.subprocess, "run", fake_nnunet_predict)
@@ -631,3 +633,19 @@ def test_a_checkpoint_cut_short_is_named_before_nnunet_starts(model, images, tmp
     stderr = _refused(capsys, _predict(images, tmp_path / "out"))
     assert f"{checkpoint} is not a whole checkpoint" in stderr and "cut short" in stderr
     assert model["calls"] == [] and not (tmp_path / "out").exists()
+
+
+def test_predictions_cut_short_by_a_full_disk_are_an_error_and_the_report_stays_incomplete(model, images, tmp_path,
+                                                                                          capsys, monkeypatch):
+    def short_write(command, env=None, **kwargs):  # nnU-Net's SimpleITK writer does not raise on a full disk
+        output = command[command.index("-o") + 1]
+        _write(os.path.join(output, "a.nii.gz"), np.zeros((20, 30, 40), np.uint8))
+        _truncate(os.path.join(output, "a.nii.gz"), keep=0.5)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(predict_missing.subprocess, "run", short_write)
+    assert _predict(images, tmp_path / "out") == 1
+    stderr = capsys.readouterr().err
+    assert "these predictions are not whole" in stderr and "a.nii.gz: incomplete" in stderr
+    assert f"{tmp_path / 'out' / 'b.nii.gz'}: no such file" in stderr
+    assert json.loads((tmp_path / "out" / predict_missing.REPORT_FILE).read_text())["complete"] is False

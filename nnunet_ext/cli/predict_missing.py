@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 from nnunet_ext.data.diffusion import ADC_UNITS, DEFAULT_B_VALUE, SOURCES
 from nnunet_ext.data.missing_channels import RebuildSettings, prepare_input_with_missing_channels
+from nnunet_ext.data.nifti import ImageFileError, read_image_checked
 from nnunet_ext.data.prediction_output import REPORT_FILE, check_output_folder, prediction_defining_options
 from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.staging import make_private_folder
@@ -91,6 +92,18 @@ def check_folds(folder: str, folds: Sequence[str], checkpoint: str) -> None:
         problem = checkpoint_problem(os.path.join(folder, f"fold_{fold}", checkpoint))
         if problem:
             raise ValueError(problem)
+
+
+def unreadable_predictions(output_folder: str, cases: Sequence[str], file_ending: str) -> List[str]:
+    """'<file>: <why>' for every case whose prediction is missing or does not read back whole."""
+    problems = []
+    for case in cases:
+        path = os.path.join(output_folder, case + file_ending)
+        try:
+            read_image_checked(path, require_finite=False)
+        except ImageFileError as error:
+            problems.append(str(error))
+    return problems
 
 
 def checkpoint_problem(path: str) -> Optional[str]:
@@ -225,6 +238,11 @@ def run(argv: Optional[List[str]] = None) -> int:
         write_json_files({report_path: {**report, "complete": False}})
         returncode = subprocess.run(command, env=nnunet_environment()).returncode
         if returncode == 0:
+            problems = unreadable_predictions(args.output, prepared.cases, dataset_json["file_ending"])
+            if problems:  # nnU-Net writes through SimpleITK, which does not raise when the disk fills up
+                print("error: nnUNetv2_predict finished, but these predictions are not whole (disk full?); the "
+                      "report says the run is incomplete:\n  " + "\n  ".join(problems), file=sys.stderr)
+                return 1
             write_json_files({report_path: {**report, "complete": True}})
         elif not output_existed:
             shutil.rmtree(args.output, ignore_errors=True)  # a failed run leaves no folder it created
