@@ -308,10 +308,11 @@ def test_commands_a_harness_would_run_without_running_them(tmp_path):
     fine_tune = harness.train_command(Network(GRADUAL, 8), run=3)
     assert fine_tune[:7] == ["nnUNetv2_train", "531", "3d_fullres", "2", "-p", "nnUNetPlans_UpAttLLSTM_s8", "-tr"]
     assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_100epochs__nnUNetPlans_UpAttLLSTM_s8"
-                                  "__3d_fullres/fold_2/checkpoint_final.pth")  # run 3 fine-tunes run 3's model
+                                  "__3d_fullres/fold_2/checkpoint_best.pth")  # run 3 fine-tunes run 3's best model
     assert harness.seed(1) == 3 and harness.seed(3) == 5
     predict = harness.predict_command(Network("UpAttLLSTM", 8), "AB", "missing", run=2)
     assert predict[predict.index("-f") + 1] == "1" and predict[-3:] == ["--save_probabilities", "--missing", "PHASE"]
+    assert predict[predict.index("-chk") + 1] == "checkpoint_best.pth"  # chosen on the validation split
     assert predict[predict.index("-o") + 1].endswith(os.path.join("predictions", "UpAttLLSTM_s8", "run2",
                                                                   "AB_missing"))
     assert harness.step_texts(("Lesion", "Thr", "Big")) == ["min_size:6", "lesion_distance:3.75", "threshold:0.3",

@@ -34,7 +34,8 @@ from nnunet_ext.evaluation.evaluate import EvaluationSettings, evaluate_folders,
 from nnunet_ext.evaluation.metrics import dice
 from nnunet_ext.networks.clot_networks import ATTENTION_MODELS
 from nnunet_ext.experiments.clot_tables import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, GRADUAL, LESION_ID,
-                                                LESION_NETWORK, NNUNET, SOURCE_ID, STEPS, TEST_SETS, THRESHOLD,
+                                                LESION_NETWORK, NNUNET, PREDICTION_CHECKPOINT, SOURCE_ID, STEPS,
+                                                TEST_SETS, THRESHOLD,
                                                 UNSEEN_CENTER, ClotProfile, Network, Row, row_networks,
                                                 table_metrics, table_rows)
 from nnunet_ext.planning.templates import load_template
@@ -251,7 +252,8 @@ class ClotHarness:
                    "-tr", network.trainer(self.profile), "-device", self.profile.device]
         before = network.pretrained_from(self.profile)
         if before is not None:
-            command += ["-pretrained_weights", os.path.join(self.fold_folder(before, run), "checkpoint_final.pth")]
+            # the paper fine-tunes "the best UpAttLLSTM": its checkpoint at the best validation pseudo Dice
+            command += ["-pretrained_weights", os.path.join(self.fold_folder(before, run), PREDICTION_CHECKPOINT)]
         return command
 
     def train(self, network: Network, run: int) -> str:
@@ -354,7 +356,7 @@ class ClotHarness:
                               f"{test_set}_{DWI_SWAPPED}" if phase == DWI_SWAPPED else test_set)
         command = ["nnunet_ext_predict", "-i", inputs, "-o", self.prediction_folder(network, test_set, phase, run),
                    "-d", str(network.dataset_id), "-c", CONFIGURATION, "-f", str(run_fold(run)), "-p", network.plans,
-                   "-tr", network.trainer(self.profile), "-device", self.profile.device,
+                   "-tr", network.trainer(self.profile), "-device", self.profile.device, "-chk", PREDICTION_CHECKPOINT,
                    "--disable_tta", "-npp", "0", "-nps", "0"]  # sequential: no worker start-up
         if not lesion:
             command.append("--save_probabilities")  # for the Thr step

@@ -46,6 +46,12 @@ PAPER_CROP_PX = 256
 PAPER_MIN_SIZE_PX = 20    # Table 4: n_min, pixels
 PAPER_PIXEL_MM = 0.45     # the paper's susceptibility in-plane pixel: 512 x 512 over a head (section 3, Table 1)
 MIN_SIZE = "Min"          # the min-size step: first in every post-processed chain (not a column of Tables 6-7)
+# Every model of the tables predicts (and the fine-tune starts) from nnU-Net's checkpoint_best.pth: the epoch of the
+# best moving average of the validation pseudo Dice (nnU-Net saves it during training). Chosen on the validation
+# split (pilots/clot_training): UpAttLLSTM's validation pseudo Dice peaks early (~0.6 around epoch 60-110) and then
+# decays towards 0 while its training loss keeps falling (over-fitting 15 training cases); the paper fine-tunes "the
+# best UpAttLLSTM". One rule for every row, nnU-Net and the lesion model included.
+PREDICTION_CHECKPOINT = "checkpoint_best.pth"
 
 
 # ---- profiles -----------------------------------------------------------------------------------------------
@@ -503,7 +509,11 @@ CLOT_TRAINING_NOTE = (
     "crops are drawn the same way; AdamW (lr 1e-3, poly decay, weight decay 0.01 except on norms, biases, gains and "
     "embeddings); the Up block normalises with InstanceNorm; without the Up block the attention returns to full "
     "resolution by a learned unpatchify. Tables made before this recipe (centred crops, nnU-Net's SGD, BatchNorm, "
-    "nearest upsampling, P_S = 4 with D = 8 in the CPU template): benchmarks/results/before_sampling_fix/.")
+    "nearest upsampling, P_S = 4 with D = 8 in the CPU template, checkpoint_final): "
+    "benchmarks/results/before_sampling_fix/. Every model here (nnU-Net and the lesion model included) predicts "
+    f"with nnU-Net's {PREDICTION_CHECKPOINT} (the best moving average of the validation pseudo Dice), and the "
+    "gradual-dropout fine-tune starts from UpAttLLSTM's (the paper: 'the best UpAttLLSTM'): chosen on the validation "
+    "split, where UpAttLLSTM over-fits after its peak.")
 
 
 def setting_notes(table: int, profile: ClotProfile) -> List[str]:
