@@ -25,6 +25,7 @@ import submitit
 EXECUTORS = ("local", "slurm")
 LOCAL_TIME_LIMIT_MIN = 30 * 24 * 60  # local jobs have no scheduler limit; submitit's default (2 min) would stop them
 MAX_REQUEUES_ON_TIME_LIMIT = 10      # preemptions do not count (submitit); time limits do
+SIGNAL_DELAY_S = 90                  # submitit's default: USR2 this long before a SLURM job's time limit
 POLL_SECONDS = 2.0
 
 
@@ -111,7 +112,12 @@ def make_executor(settings: ExecutorSettings) -> submitit.Executor:
         return executor
     executor = submitit.SlurmExecutor(folder=os.path.join(settings.folder, "%j"),
                                       max_num_timeout=MAX_REQUEUES_ON_TIME_LIMIT)
-    parameters: Dict[str, Any] = {"time": settings.time_min or 24 * 60, "array_parallelism": settings.max_parallel,
+    time_min = settings.time_min or 24 * 60
+    # USR2 (checkpoint and requeue) is asked for SIGNAL_DELAY_S before the limit, at most a quarter of it: slurmctld
+    # sends it at its first 30 s check within delay + 30 s of the end, so with submitit's 90 s every start of a job
+    # limited to 1 or 2 minutes was signalled at once, before any work, until MAX_REQUEUES_ON_TIME_LIMIT ran out
+    parameters: Dict[str, Any] = {"time": time_min, "signal_delay_s": min(SIGNAL_DELAY_S, time_min * 15),
+                                  "array_parallelism": settings.max_parallel,
                                   "additional_parameters": dict(settings.sbatch)}
     if settings.partition:
         parameters["partition"] = settings.partition
@@ -201,10 +207,14 @@ def _submit_to_slurm(executor: submitit.SlurmExecutor, stages: List[List[Task]],
     outcome = StagesOutcome()
     previous: List[str] = []
     for number, stage in enumerate(stages, start=1):
-        # afterok on an array id waits for every task of the array (requeued ones included)
+        # afterok on an array id waits for every task of the array (requeued ones included); when a task of the
+        # previous stage fails, SLURM cancels this stage (kill-on-invalid-dep) instead of leaving it pending for
+        # ever (DependencyNeverSatisfied), so that squeue empties; an --sbatch kill-on-invalid-dep=no wins
         executor.update_parameters(job_name=f"nnunet_ext_stage{number}",
                                    dependency="afterok:" + ":".join(dict.fromkeys(j.split("_")[0] for j in previous))
-                                   if previous else None)
+                                   if previous else None,
+                                   additional_parameters={"kill-on-invalid-dep": "yes", **settings.sbatch}
+                                   if previous else dict(settings.sbatch))
         with executor.batch():
             jobs = [executor.submit(task) for task in stage]
         for task, job in zip(stage, jobs):
