@@ -649,3 +649,30 @@ def test_predictions_cut_short_by_a_full_disk_are_an_error_and_the_report_stays_
     assert "these predictions are not whole" in stderr and "a.nii.gz: incomplete" in stderr
     assert f"{tmp_path / 'out' / 'b.nii.gz'}: no such file" in stderr
     assert json.loads((tmp_path / "out" / predict_missing.REPORT_FILE).read_text())["complete"] is False
+
+
+def test_generate_cohort_refuses_a_name_that_leaves_the_raw_folder(tmp_path):
+    raw = tmp_path / "raw"
+    with pytest.raises(SystemExit) as stop:
+        generate_main(["--raw", str(raw), "--size", "24", "--train-per-center", "1", "--test-per-center", "1",
+                       "--name", "../../escaped"])
+    assert "'Dataset501_../../escaped' is not a folder name" in str(stop.value.code)
+    assert not (tmp_path / "escaped").exists() and not any(p.name == "escaped" for p in tmp_path.parent.iterdir())
+
+
+def test_generate_cohort_on_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path):
+    """Writes beyond 50 kB fail as on a full disk (EFBIG instead of ENOSPC; SIGXFSZ ignored): SimpleITK prints
+    'wrote only N of M bytes' and returns, so only the read-back catches it."""
+    import resource
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    raw = tmp_path / "raw"
+    result = subprocess.run([sys.executable, "-m", "nnunet_ext.cli.generate_cohort", "--raw", str(raw), "--size", "48",
+                             "--train-per-center", "1", "--test-per-center", "1"], capture_output=True, text=True,
+                            preexec_fn=limited, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "error: " in result.stderr and "was not written whole (disk full?)" in result.stderr
+    assert [e for e in os.listdir(raw) if not e.startswith(".")] == []  # the half-written cohort never published

@@ -251,7 +251,9 @@ def _check_continued(workdir: str, trainer: str, final: str) -> None:
     first_log, resumed_log = _training_logs(os.path.dirname(final))
     resumed_at = _first_epoch(resumed_log)
     assert "Training done" not in open(first_log).read()
-    assert 0 < resumed_at and re.search(rf"Epoch {resumed_at}\s*$", open(first_log).read(), re.MULTILINE)
+    # the first run finished epoch resumed_at - 1 (its checkpoint is what --c loads); it may have been cut between
+    # writing that checkpoint and logging the next "Epoch N" line, so only the finished epoch is sure to be logged
+    assert 0 < resumed_at and re.search(rf"Epoch {resumed_at - 1}\s*$", open(first_log).read(), re.MULTILINE)
     commands = _train_commands(workdir, trainer)
     assert len(commands) == 2 and " --c " in commands[1] + " " and " --c " not in commands[0], commands
     uninterrupted = _wait_for(lambda: _final_checkpoint(workdir, "nnUNetTrainerNoDropout"),
