@@ -318,7 +318,10 @@ class ClotHarness:
         cases = self.test_cases(test_set)
         if len(cases) < 2:
             raise ValueError(f"swapping DWI needs 2 or more test cases in {test_set}, got {len(cases)}")
-        image = lambda case, channel: os.path.join(raw, "imagesTs", f"{case}_{CHANNELS.index(channel):04d}.nii.gz")
+
+        def image(case: str, channel: str) -> str:
+            return os.path.join(raw, "imagesTs", f"{case}_{CHANNELS.index(channel):04d}.nii.gz")
+
         self._log_command(f"[in process] {folder}: DWI of case k+1 (resampled onto case k) with case k's SWAN, PHASE")
         with staged_dataset_folder(os.path.dirname(folder), name) as staging:
             for case, donor in zip(cases, cases[1:] + cases[:1]):

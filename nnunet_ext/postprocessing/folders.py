@@ -1,7 +1,7 @@
 """Clot post-processing of a folder of nnU-Net predictions: every case through one chain of steps
 (`nnunet_ext.postprocessing.clot`), written as a new folder (all cases, or nothing on error)."""
 import os
-from typing import Mapping
+from typing import Set
 
 import numpy as np
 import SimpleITK as sitk
@@ -12,14 +12,12 @@ from nnunet_ext.postprocessing.clot import apply_chain, needed_inputs
 from nnunet_ext.provenance import provenance
 
 
-def check_label_present(images: Mapping[str, sitk.Image], label: int) -> None:
-    """A label that no prediction holds while others hold other foreground labels is the wrong label: the chain
-    would change nothing, silently. (Predictions without any foreground are fine: there is nothing to process.)"""
-    found = set()
-    for image in images.values():
-        found.update(int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)))
+def check_label_present(found: Set[int], label: int, cases: int) -> None:
+    """A label that no prediction holds (`found`: the labels of all of them) while they hold other foreground labels
+    is the wrong label: the chain would change nothing, silently. (Predictions without any foreground are fine:
+    there is nothing to process.)"""
     if label not in found and found - {0}:
-        raise ValueError(f"label {label} is in none of the {len(images)} predictions, which hold label(s) "
+        raise ValueError(f"label {label} is in none of the {cases} predictions, which hold label(s) "
                          f"{', '.join(map(str, sorted(found - {0})))}: choose one with --label")
 
 
@@ -44,13 +42,13 @@ def postprocess_folder(prediction_folder: str, output_folder: str, steps, lesion
     if problems:
         raise ValueError("cannot post-process:\n  " + "\n  ".join(problems[:20]))
 
-    images = {case: read_image_checked(os.path.join(prediction_folder, case + file_ending)) for case in cases}
-    check_label_present(images, label)
     parent, name = os.path.split(os.path.abspath(output_folder))
-    with staged_dataset_folder(parent, name) as staging:
+    labels_found: Set[int] = set()
+    with staged_dataset_folder(parent, name) as staging:  # an error below removes the staging folder
         for case in cases:
-            image = images[case]
+            image = read_image_checked(os.path.join(prediction_folder, case + file_ending))
             segmentation = sitk.GetArrayFromImage(image)
+            labels_found.update(int(v) for v in np.unique(segmentation))
             probabilities = lesion = None
             if "probabilities" in needs:
                 stored = np.load(os.path.join(prediction_folder, case + ".npz"))["probabilities"]
@@ -71,6 +69,7 @@ def postprocess_folder(prediction_folder: str, output_folder: str, steps, lesion
             output = sitk.GetImageFromArray(result.astype(segmentation.dtype))
             output.CopyInformation(image)
             write_image_verified(output, os.path.join(staging, case + file_ending))
+        check_label_present(labels_found, label, len(cases))
         write_json(os.path.join(staging, "postprocessing.json"),
                    {"steps": [list(s) for s in steps], "label": label, "lesions": lesion_folder,
                     "distance_units": distance_units, "input": os.path.abspath(prediction_folder),
