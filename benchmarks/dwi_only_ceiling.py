@@ -86,7 +86,7 @@ def main() -> None:
         env)
     predictions = os.path.join(workdir, "dwi_only", f"fold_{args.fold}_pred")
     run(["nnUNetv2_predict", "-i", os.path.join(raw, "imagesTs"), "-o", predictions, "-d", DWI_ONLY_ID, "-c",
-         "3d_fullres", "-f", str(args.fold), "-p", PLANS, "-tr", TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1"],
+         "3d_fullres", "-f", str(args.fold), "-p", PLANS, "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0"],
         env)
 
     case_centers = json.load(open(os.path.join(source_raw, "case_centers.json")))

@@ -178,7 +178,7 @@ def test_evaluate_command_on_predictions_of_the_trained_model(resumed_run, nnune
     predictions, out = str(tmp_path / "pred"), str(tmp_path / "eval")
     nnunet_workspace.run(["nnunet_ext_predict", "-i", images, "-o", predictions, "-d", "501", "-c", "3d_fullres",
                           "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER, "-device", "cpu", "--disable_tta",
-                          "-npp", "1", "-nps", "1"])
+                          "-npp", "0", "-nps", "0"])
     result = nnunet_workspace.run(["nnunet_ext_evaluate", predictions, labels, "--centers", centers, "-o", out,
                                    "--matching", "iou", "--iou", "0.1", "--connectivity", "6"])
     assert "evaluating" in result.stderr and "4/4" in result.stderr  # the progress bar

@@ -179,6 +179,13 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
     timings = [json.load(open(workdir / "runs" / "table2" / c / "fold_0.json"))["timing"]
                for c in ("no_dropout", "Gradual_p05")]
     assert timings[0]["started"] < timings[1]["finished"] and timings[1]["started"] < timings[0]["finished"]
+    # the two parallel jobs were pinned to half the CPUs each, and their trainings sized their threads by it
+    # (nnUNetv2_train alone would start one thread per core of the machine in each)
+    half = max(1, len(os.sched_getaffinity(0)) // 2)
+    training_logs = glob.glob(str(workdir / "nnUNet_results" / "*" / "*" / "fold_0" / "training_log_*.txt"))
+    assert len(training_logs) == 3  # the requeued training wrote a second log
+    for training_log in training_logs:
+        assert f"CPU threads: {half} (limits: affinity {half} CPU" in open(training_log).read()
     result = json.load(open(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json"))
     assert result["trainer"] == "nnUNetTrainerGradualDrop_p05_8epochs" and result["dataset_id"] == 511
     assert sorted(result["dice"]) == ["all", "missing"] and len(result["dice"]["all"]) == 4
@@ -206,7 +213,7 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
     nnunet_workspace.run(["nnunet_ext_robustness", "-i", str(raw / "imagesTs"), "-r", str(raw / "labelsTs"),
                           "-o", str(robustness), "-d", "511", "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU",
                           "-tr", "nnUNetTrainerGradualDrop_p05_8epochs", "--centers", str(raw / "case_centers.json"),
-                          "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], env)
+                          "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], env)
     matrix = json.load(open(robustness / "robustness.json"))["matrix"]
     assert list(matrix) == ["DWI+ADC", "DWI", "ADC"]
     assert set(matrix["DWI"]) == {"A", "B", "C", "D", "all"}

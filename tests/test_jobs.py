@@ -11,6 +11,7 @@ import pytest
 
 from nnunet_ext.experiments.jobs import (ExecutorSettings, Task, parse_sbatch_parameters, report_command,
                                          run_stages)
+from nnunet_ext.experiments.records import job_environment, run_logged
 
 
 class Recorder:
@@ -23,7 +24,8 @@ class Recorder:
         started = time.time()
         time.sleep(seconds)
         with open(os.path.join(self.folder, f"{name}.json"), "w") as f:
-            json.dump({"started": started, "finished": time.time(), "pid": os.getpid()}, f)
+            json.dump({"started": started, "finished": time.time(), "pid": os.getpid(),
+                       "cpus": sorted(os.sched_getaffinity(0))}, f)
         return name
 
     def fail(self, name: str) -> None:
@@ -75,6 +77,12 @@ def test_local_jobs_run_at_most_max_parallel_at_once_and_stages_in_order(tmp_pat
     assert a["started"] < b["finished"] and b["started"] < a["finished"]  # two at once
     assert c["started"] >= min(a["finished"], b["finished"])  # the third waits for a free slot
     assert len({first["pid"], a["pid"], b["pid"], c["pid"]}) == 4 and os.getpid() not in {a["pid"], b["pid"]}
+    # the one-task stage keeps this process's CPUs; the two parallel jobs get half each (one CPU each on two)
+    available = sorted(os.sched_getaffinity(0))
+    half = max(1, len(available) // 2)
+    halves = [available[:half], available[half:2 * half] or available[:1]]
+    assert first["cpus"] == available
+    assert sorted([a["cpus"], b["cpus"]]) == halves and c["cpus"] in halves
 
 
 def test_a_failed_local_job_is_named_and_the_later_stages_do_not_start(tmp_path, importable_tests):
@@ -177,3 +185,26 @@ def test_clot_tables_on_slurm_train_each_model_once_per_run_then_evaluate(tmp_pa
     assert "#SBATCH --array=0-13%4" in trainings and "#SBATCH --dependency=afterok:1001" in trainings
     assert "#SBATCH --array=0-1%2" in evaluations and "#SBATCH --dependency=afterok:1002" in evaluations
     assert names[2][2] == "evaluate run 1, evaluate run 2"
+
+
+def test_a_jobs_commands_get_the_resources_of_the_job_not_of_the_submitting_shell():
+    """The harness's environment is fixed where it was submitted (pickled with the task); SLURM's variables and
+    the GPUs are those of the process the job runs in."""
+    submitted = {"nnUNet_raw": "/data/raw", "OMP_NUM_THREADS": "4", "CUDA_VISIBLE_DEVICES": "0,1",
+                 "SLURM_JOB_ID": "17", "SLURM_GPUS_ON_NODE": "2"}  # an interactive allocation on the login node
+    job = {"PATH": "/bin", "SLURM_JOB_ID": "2301", "SLURM_CPUS_PER_TASK": "8", "CUDA_VISIBLE_DEVICES": "3",
+           "OMP_NUM_THREADS": "1"}
+    assert job_environment(submitted, job) == {"nnUNet_raw": "/data/raw", "OMP_NUM_THREADS": "4",
+                                               "CUDA_VISIBLE_DEVICES": "3", "SLURM_JOB_ID": "2301",
+                                               "SLURM_CPUS_PER_TASK": "8"}
+    # a local job without assigned GPUs does not keep the submitting shell's GPU list either
+    assert job_environment(submitted, {"PATH": "/bin"}) == {"nnUNet_raw": "/data/raw", "OMP_NUM_THREADS": "4"}
+
+
+def test_run_logged_passes_the_job_resources_to_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    env = {"PATH": os.environ["PATH"], "CUDA_VISIBLE_DEVICES": "7", "HARNESS_SETTING": "kept"}
+    run_logged([sys.executable, "-c", "import os; print(os.environ.get('SLURM_CPUS_PER_TASK'), "
+                "os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ['HARNESS_SETTING'])"], str(tmp_path), "env", env)
+    assert open(tmp_path / "logs" / "env.log").read() == "3 None kept\n"

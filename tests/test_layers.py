@@ -102,3 +102,13 @@ def test_a_source_checkout_imports_without_the_wrapper_packages():
               "assert load_template('upattllstm_cpu')['patch_size']\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_prediction_command_imports_neither_torch_nor_the_trainer():
+    """nnunet_ext_predict runs nnUNetv2_predict in a process of its own: importing torch and nnU-Net's trainer here
+    as well (to read a settings file) cost 4 s per prediction."""
+    script = ("import sys, nnunet_ext.cli.predict_missing\n"
+              "print([m for m in ('torch', 'nnunetv2.training.nnUNetTrainer.nnUNetTrainer') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -282,7 +282,7 @@ def test_stock_train_continue_and_predict_with_adc_missing(nnunet_workspace, tmp
     output = tmp_path / "no_adc"
     nnunet_workspace.run(["nnunet_ext_predict", "-i", images, "-o", str(output), "-d", "501", "-c", "3d_fullres",
                           "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", trainer, "-device", "cpu", "--disable_tta",
-                          "-npp", "1", "-nps", "1", "--missing", "ADC"])
+                          "-npp", "0", "-nps", "0", "--missing", "ADC"])
     assert sorted(f for f in os.listdir(output) if f.endswith(".nii.gz")) == \
         [f"stroke_{c}_003.nii.gz" for c in "ABCD"]
 

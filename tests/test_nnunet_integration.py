@@ -56,7 +56,7 @@ def test_predict_with_adc_missing_and_with_all_channels(resumed_run, nnunet_work
     images = os.path.join(nnunet_workspace.raw_dataset, "imagesTs")
     labels = os.path.join(nnunet_workspace.raw_dataset, "labelsTs")
     common = ["-d", "501", "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER,
-              "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"]
+              "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"]
     missing = nnunet_workspace.run(["nnunet_ext_predict", "-i", images, "-o", str(tmp_path / "no_adc"), *common,
                                     "--missing", "ADC"])
     assert "4 cases, 4 absent channel image(s) zero-filled (ADC)" in missing.stdout
@@ -108,7 +108,7 @@ def test_predict_with_b0_rebuilt_by_physics_says_how_per_case(resumed_run, nnune
     labels = os.path.join(nnunet_workspace.raw_dataset, "labelsTs")
     result = nnunet_workspace.run(["nnunet_ext_predict", "-i", images, "-o", str(tmp_path / "rebuilt"), "-d", "501",
                                    "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER,
-                                   "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1", "--missing", "B0",
+                                   "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0", "--missing", "B0",
                                    "--rebuild", "B0", "--b-value", "900"])
     assert "4 cases, 0 absent channel image(s) zero-filled (B0), 4 rebuilt by physics (B0)" in result.stdout
     report = json.load(open(tmp_path / "rebuilt" / "nnunet_ext_predict.json"))

@@ -178,7 +178,7 @@ def test_command_on_predictions_of_a_trained_model(resumed_run, nnunet_workspace
     predictions = tmp_path / "pred"
     nnunet_workspace.run(["nnUNetv2_predict", "-i", images, "-o", str(predictions), "-d", "501", "-c", "3d_fullres",
                           "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER, "-device", "cpu", "--disable_tta",
-                          "-npp", "1", "-nps", "1", "--save_probabilities"])
+                          "-npp", "0", "-nps", "0", "--save_probabilities"])
     before = _digest(predictions)
     lesions = os.path.join(nnunet_workspace.raw_dataset, "labelsTs")  # stands in for a lesion model's output
     output = tmp_path / "post"

@@ -335,6 +335,12 @@ def test_both_harnesses_ci_profiles_run_as_dependent_arrays_and_report(tables: D
     first, second = sorted(clot_records[clot.stages[1].array_id], key=lambda r: _time(r["StartTime"]))
     assert _time(second["StartTime"]) >= _time(first["EndTime"])  # %1: one training at a time
 
+    # SLURM gave each job one CPU (--cpus-per-task 1) but no binding (TaskPlugin=task/none): our trainers read
+    # SLURM_CPUS_PER_TASK and start one thread, where nnUNetv2_train would start one per core of the node
+    logs = glob.glob(os.path.join(stroke.workdir, "nnUNet_results", "*", "*", "fold_0", "training_log_*.txt"))
+    assert logs and all(re.search(r"CPU threads: 1 \(limits: affinity \d+ CPUs?, SLURM_CPUS_PER_TASK 1\)",
+                                  open(log).read()) for log in logs)
+
     _report(slurm_cluster, stroke)
     with open(os.path.join(stroke.workdir, "table2_ci.json")) as f:
         summaries = json.load(f)["summaries"]

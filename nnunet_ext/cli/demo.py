@@ -90,7 +90,8 @@ def main(argv=None) -> None:
         output = os.path.join(workdir, "predictions_" + ("all" if not missing else "no_" + "_".join(missing)))
         command = ["nnunet_ext_predict", "-i", os.path.join(raw, "imagesTs"), "-o", output, "-d", dataset,
                    "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU", "-tr", args.trainer,
-                   "-device", args.device, "--disable_tta", "-npp", "1", "-nps", "1"]
+                   "-device", args.device, "--disable_tta",
+                   "-npp", "0", "-nps", "0"]  # sequential: worker processes cost seconds of start-up each
         if missing:
             command += ["--missing", *missing]
         _run(command, env, os.path.join(logs, f"predict_{number}.log"))

@@ -38,6 +38,7 @@ from nnunet_ext.data.staging import make_private_folder
 from nnunet_ext.dropout.config import channel_names_from_dataset_json
 from nnunet_ext.paths import nnunet_environment
 from nnunet_ext.provenance import provenance
+from nnunet_ext.training.settings_file import SETTINGS_FILE, read_settings_file
 
 _SHADOWED_OPTIONS = ("-device", "-chk", "-prev_stage_predictions")
 DEFAULT_FOLDS = ("0", "1", "2", "3", "4")  # nnUNetv2_predict's default
@@ -122,7 +123,6 @@ def checkpoint_problem(path: str) -> Optional[str]:
 def trained_droppable_channels(folder: str, folds: Sequence[str], channel_names: Sequence[str]) -> List[str]:
     """The channels every requested fold was trained to drop, from its nnunet_ext_settings.json; a fold without
     one (a stock or no-dropout trainer) was trained to drop none."""
-    from nnunet_ext.training.ext_trainer import SETTINGS_FILE, read_settings_file
     common = set(channel_names)
     for fold in folds:
         path = os.path.join(folder, f"fold_{fold}", SETTINGS_FILE)

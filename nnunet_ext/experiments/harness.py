@@ -157,7 +157,8 @@ class Harness:
             if not os.path.isfile(done):
                 command = ["nnunet_ext_predict", "-i", os.path.join(raw, "imagesTs"), "-o", output,
                            "-d", str(dataset_id), "-c", "3d_fullres", "-f", str(fold), "-p", self.plans,
-                           "-tr", trainer, "-device", self.profile.device, "--disable_tta", "-npp", "1", "-nps", "1",
+                           "-tr", trainer, "-device", self.profile.device, "--disable_tta",
+                           "-npp", "0", "-nps", "0",  # sequential: worker processes cost seconds of start-up each
                            *options]
                 self.run_command(command, f"predict_{tag}_{row}")
                 open(done, "w").close()

@@ -3,8 +3,9 @@
 A harness describes its work as stages of independent tasks (`Task`): preparation (datasets, plans), then one
 task per (cell, run) training (with the prediction and evaluation that follow it, or before a last stage that
 evaluates each run). Stage k starts when stage k-1 has ended:
-- local: submitit's LocalExecutor, at most `max_parallel` jobs at once, each with its own GPUs when asked; this
-  process waits for every job and says which failed and where their logs are.
+- local: submitit's LocalExecutor, at most `max_parallel` jobs at once, each with its own GPUs when asked and, when
+  several run at once, its own CPUs (`local_cpu_blocks`); this process waits for every job and says which failed
+  and where their logs are.
 - slurm: one sbatch job array per stage, `--array=0-(n-1)%max_parallel`, each array depending on the previous
   one (afterok); this process submits and returns: a later `--report-only` (or a rerun, which skips what has
   finished) collects the results.
@@ -50,6 +51,10 @@ class ExecutorSettings:
             raise ValueError(f"--max-parallel must be >= 1, got {self.max_parallel}")
         if self.gpus_per_job < 0:
             raise ValueError(f"--gpus-per-job must be >= 0, got {self.gpus_per_job}")
+        if self.cpus_per_job is not None and self.cpus_per_job < 1:
+            raise ValueError(f"--cpus-per-job must be >= 1, got {self.cpus_per_job}")
+        if self.kind == "local":  # more CPUs than this process may use: refused before any job starts
+            local_cpu_blocks(sorted(os.sched_getaffinity(0)), self.max_parallel, self.cpus_per_job)
         if self.kind == "local" and self.gpus_per_job and self.local_gpus:
             needed = self.max_parallel * self.gpus_per_job
             if len(self.local_gpus) < needed:
@@ -78,10 +83,14 @@ class Task(submitit.helpers.Checkpointable):
 
     def __init__(self, name: str, target: Any, method: str, *args: Any):
         self.name, self.target, self.method, self.args = name, target, method, args
+        self.cpus: Optional[Tuple[int, ...]] = None  # set by the local executor: the CPUs of the job's slot
 
     def __call__(self) -> Any:
-        print(f"[{time.strftime('%H:%M:%S')}] {self.name} on {socket.gethostname()} (pid {os.getpid()})",
-              flush=True)
+        where = f"{socket.gethostname()} (pid {os.getpid()}" + (f", CPUs {list(self.cpus)})" if self.cpus else ")")
+        print(f"[{time.strftime('%H:%M:%S')}] {self.name} on {where}", flush=True)
+        if self.cpus:
+            # inherited by the commands the task runs; our trainers size their thread pool by it (cpu_threads.py)
+            os.sched_setaffinity(0, self.cpus)
         return getattr(self.target, self.method)(*self.args)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -160,24 +169,51 @@ def _local_gpus(settings: ExecutorSettings, slot: int) -> Optional[List[int]]:
     return pool[slot * settings.gpus_per_job:(slot + 1) * settings.gpus_per_job]
 
 
+def local_cpu_blocks(available: Sequence[int], max_parallel: int,
+                     cpus_per_job: Optional[int] = None) -> List[Optional[Tuple[int, ...]]]:
+    """The CPUs of each parallel slot of the local executor (None: the job keeps every CPU of this process).
+
+    Jobs that share cores each start as many threads as there are cores (nnU-Net's CPU training does), and threads
+    that outnumber their cores wait for each other: two trainings on two cores took 2.5x as long sharing them as
+    pinned to one each (benchmarks/parallel_cpu_trainings.py). So parallel slots get disjoint blocks, `cpus_per_job` CPUs each or an equal share; with more
+    slots than CPUs, slots take one CPU each in turn. One slot without `cpus_per_job` is left alone."""
+    available = sorted(available)
+    if cpus_per_job is not None:
+        if max_parallel * cpus_per_job > len(available):
+            raise ValueError(f"{max_parallel} parallel job(s) x {cpus_per_job} CPU(s) need {max_parallel * cpus_per_job}"
+                             f" CPUs, but this process may use {len(available)} ({available})")
+        size = cpus_per_job
+    elif max_parallel == 1:
+        return [None]
+    elif max_parallel > len(available):
+        return [(available[slot % len(available)],) for slot in range(max_parallel)]
+    else:
+        size = len(available) // max_parallel
+    return [tuple(available[slot * size:(slot + 1) * size]) for slot in range(max_parallel)]
+
+
 def _run_locally(executor: submitit.LocalExecutor, tasks: List[Task], settings: ExecutorSettings,
                  log) -> Dict[str, str]:
-    """At most max_parallel jobs at once; a finished one frees its slot (and its GPUs) for the next task."""
+    """At most max_parallel jobs at once; a finished one frees its slot (its GPUs and CPUs) for the next task."""
+    # a stage of one task (the datasets) keeps every CPU, unless --cpus-per-job says otherwise
+    cpu_blocks = local_cpu_blocks(sorted(os.sched_getaffinity(0)), max(1, min(settings.max_parallel, len(tasks))),
+                                  settings.cpus_per_job)
     waiting = list(tasks)
     running: Dict[int, Tuple[Task, submitit.Job]] = {}
     failed: Dict[str, str] = {}
     while waiting or running:
-        for slot in range(settings.max_parallel):
+        for slot in range(len(cpu_blocks)):
             if slot in running or not waiting:
                 continue
             task = waiting.pop(0)
+            task.cpus = cpu_blocks[slot]
             gpus = _local_gpus(settings, slot)
             if gpus is not None:
                 executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
             job = executor.submit(task)
             running[slot] = (task, job)
             log(f"started {task.name} (local job {job.job_id}" + (f", GPUs {gpus}" if gpus else "") +
-                f"; log {job.paths.stdout})")
+                (f", CPUs {list(task.cpus)}" if task.cpus else "") + f"; log {job.paths.stdout})")
         for slot, (task, job) in list(running.items()):
             if not job.done():
                 continue
@@ -257,7 +293,9 @@ def add_executor_arguments(parser) -> None:
     group.add_argument("--max-parallel", type=int, default=1, metavar="N",
                        help="jobs running at once (local), or the job array's cap (%%N, slurm)")
     group.add_argument("--gpus-per-job", type=int, default=0, metavar="G")
-    group.add_argument("--cpus-per-job", type=int, default=None, metavar="C", help="slurm: --cpus-per-task")
+    group.add_argument("--cpus-per-job", type=int, default=None, metavar="C",
+                       help="slurm: --cpus-per-task; local: the CPUs each job is pinned to (default: an equal "
+                            "share when --max-parallel > 1)")
     group.add_argument("--mem-gb", type=int, default=None, help="slurm: --mem")
     group.add_argument("--partition", default=None, help="slurm: --partition")
     group.add_argument("--time-min", type=int, default=None,

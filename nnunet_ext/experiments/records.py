@@ -15,18 +15,32 @@ def append_command_log(workdir: str, text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
+def is_job_resource_variable(name: str) -> bool:
+    """Whether an environment variable says what this process was given to run on (SLURM's job variables, the GPUs
+    SLURM or the local executor assigned), rather than how the harness was configured."""
+    return name.startswith("SLURM_") or name == "CUDA_VISIBLE_DEVICES"
+
+
+def job_environment(env: Mapping[str, str], current: Mapping[str, str]) -> Dict[str, str]:
+    """`env` (the harness's environment, fixed where it was submitted and pickled with the job) with its resource
+    variables replaced by those of `current` (the job's process): without this the commands of a job ran with the
+    submitting shell's GPUs and without SLURM_CPUS_PER_TASK (cpu_threads.py)."""
+    kept = {name: value for name, value in env.items() if not is_job_resource_variable(name)}
+    return {**kept, **{name: value for name, value in current.items() if is_job_resource_variable(name)}}
+
+
 def run_logged(command: List[str], workdir: str, log_name: str, env: Mapping[str, str],
                extra_env: Optional[Mapping[str, str]] = None) -> None:
-    """Run `command` with `env` (+ `extra_env`), its output to <workdir>/logs/<log_name>.log; a failure names the
-    command and its log."""
+    """Run `command` with `env` (+ `extra_env`) and this process's job resources (`job_environment`), its output to
+    <workdir>/logs/<log_name>.log; a failure names the command and its log."""
     append_command_log(workdir, shlex.join(command) + (f" [env {dict(extra_env)}]" if extra_env else ""))
     log_path = os.path.join(workdir, "logs", f"{log_name}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "w") as log:
         # its own process group, so that an interrupted harness (Ctrl-C, a job preempted and requeued) stops the
         # command together with its workers (nnU-Net's augmentation processes) instead of leaving them training
-        process = subprocess.Popen(command, env={**env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, env={**job_environment(env, os.environ), **(extra_env or {})},
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = process.wait()
         finally:

@@ -1,6 +1,5 @@
-"""nnUNetTrainer subclasses that hold the logic; `trainers/` exposes named, thin variants of them."""
-from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
-from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
-from nnunet_ext.training.variants import parse_trainer_name, trainer_variant
+"""nnUNetTrainer subclasses that hold the logic; `trainers/` exposes named, thin variants of them.
 
-__all__ = ["nnUNetTrainerExt", "nnUNetTrainerModalityDropout", "parse_trainer_name", "trainer_variant"]
+Import the modules themselves (`nnunet_ext.training.ext_trainer`, ...): the package imports nothing, so that the
+light ones (settings_file, cpu_threads, clot_sampling) do not pull in nnU-Net's trainer and torch.
+"""

@@ -18,16 +18,17 @@ NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS=1 continues anyway, with the current env
 import json
 import os
 from os.path import isfile, join
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.provenance import provenance
+from nnunet_ext.training.cpu_threads import cpu_threads
+from nnunet_ext.training.settings_file import (CHECKPOINT_KEY, SETTINGS_FILE, read_settings_file,
+                                              settings_differences)
 
-SETTINGS_FILE = "nnunet_ext_settings.json"
-CHECKPOINT_KEY = "nnunet_ext_settings"
 RESUME_OVERRIDE_ENV = "NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS"
 # the checkpoint nnUNetv2_train --c loads: the first of these that exists (run_training.maybe_load_checkpoint)
 RESUME_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -63,31 +64,6 @@ def final_validation_from_env(environ: Optional[Mapping[str, str]] = None) -> bo
     if text not in ("0", "1", "false", "true"):
         raise ValueError(f"NNUNET_EXT_FINAL_VALIDATION must be 0 or 1, got {text!r}")
     return text in ("1", "true")
-
-
-def read_settings_file(path: str) -> Dict:
-    """The "settings" of an nnunet_ext_settings.json; ValueError naming the file when it cannot be used."""
-    try:
-        with open(path) as f:
-            settings = json.load(f)["settings"]
-    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{path} is not a valid nnunet_ext settings file ({type(error).__name__}: {error}); "
-                         f"restore it, or delete it to continue with the settings stored in the checkpoint") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"{path}: \"settings\" is not an object; restore the file or delete it")
-    return settings
-
-
-def settings_differences(a: Mapping, b: Mapping, prefix: str = "") -> List[str]:
-    """'key: A vs B' for every (nested) setting that differs, for a message."""
-    differences = []
-    for key in sorted(set(a) | set(b)):
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, Mapping) and isinstance(right, Mapping):
-            differences += settings_differences(left, right, f"{prefix}{key}.")
-        elif left != right:
-            differences.append(f"{prefix}{key}: {left!r} vs {right!r}")
-    return differences
 
 
 def resume_override_from_env(environ: Optional[Mapping[str, str]] = None) -> bool:
@@ -149,8 +125,13 @@ class nnUNetTrainerExt(nnUNetTrainer):
         budget = budget_from_env()  # validate before nnU-Net creates any folder
         self.run_final_validation = final_validation_from_env()
         self.resume_override = resume_override_from_env()
+        threads, reasons = cpu_threads()
         continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.device.type == "cpu":
+            # nnUNetv2_train has just set one thread per core of the machine (cpu_threads.py says why not)
+            torch.set_num_threads(threads)
+            self.print_to_log_file(f"CPU threads: {threads} (limits: {reasons})")
         self.num_epochs = self.training_epochs
         for attribute, value in budget.items():
             setattr(self, attribute, value)
