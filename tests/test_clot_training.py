@@ -8,7 +8,7 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
 
 from nnunet_ext.networks.attention_blocks import TokenUnpatchify, UpBlock, normalised_entropy
-from nnunet_ext.networks.clot_networks import CLOT_MODELS, AttLLSTM, LLSTM
+from nnunet_ext.networks.clot_networks import CLOT_MODELS, AttLLSTM, LLSTM, UpAttLLSTM
 from nnunet_ext.planning.templates import available_templates, load_template
 from nnunet_ext.planning.upattllstm_plans import check_token_capacity
 from nnunet_ext.training.attention_diagnostics import attention_summary, mean_attention_entropy
@@ -215,6 +215,31 @@ def test_batch_norm_up_block_changes_its_output_between_train_and_eval_mode_inst
         evaluated = block.eval()(features, images)
         gap = float((trained - evaluated).abs().mean().detach())
         assert (gap > 0.1) if differs else (gap < 1e-5), (norm.__name__, gap)
+
+
+def test_up_block_skip_dropout_drops_whole_feature_maps_in_training_only():
+    torch.manual_seed(0)
+    block = UpBlock(nn.Conv2d, 8, 2, 6, skip_features=12, skip_dropout=0.5, norm_op=nn.InstanceNorm2d)
+    images = torch.randn(4, 2, 16, 16)
+    evaluated = block.eval().skip(images)
+    trained = block.train().skip(images)
+    dropped = (trained == 0).flatten(2).all(-1)                     # [sample, feature map]
+    assert not (evaluated == 0).flatten(2).all(-1).any()           # no map is zero without dropout
+    # a map is dropped whole, or kept and scaled by 1 / (1 - p) = 2 (ReLU after the dropout keeps the factor)
+    assert torch.equal(trained[~dropped], 2 * evaluated[~dropped])
+    assert 0 < int(dropped.sum()) < 48 and dropped.any(1).all()    # each sample lost some of its 12 maps
+    assert torch.equal(block.eval().skip(images), evaluated)       # eval mode: nothing dropped
+    with pytest.raises(ValueError, match="skip_dropout must be in \\[0, 1\\), got 1.0"):
+        UpBlock(nn.Conv2d, 8, 2, 6, skip_dropout=1.0)
+
+
+def test_up_skip_dropout_reaches_the_up_block_of_upattllstm_only():
+    sizes = dict(**ROLES, slice_shape=(16, 16), attention_dim=8, dwi_patch=8, susceptibility_patch=2,
+                 up_features=4, conv_channels=2, logic_channels=8, pool_scales=4)
+    with_dropout = UpAttLLSTM(3, 2, **sizes, up_skip_dropout=0.3)
+    dropouts = [m for m in with_dropout.modules() if isinstance(m, nn.Dropout2d)]
+    assert len(dropouts) == 1 and dropouts[0].p == 0.3
+    assert not any(isinstance(m, nn.Dropout2d) for m in UpAttLLSTM(3, 2, **sizes).modules())
 
 
 # ---------------------------------------------------------------------------------------------- diagnostics

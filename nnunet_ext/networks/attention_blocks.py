@@ -10,6 +10,7 @@ from typing import Literal, Optional, Sequence, Tuple, Type
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
@@ -239,21 +240,27 @@ class UpBlock(nn.Module):
 
     The full-resolution susceptibility features (12 kernels) give back the detail the patch embedding lost.
     Same padding everywhere; the output has the susceptibility images' spatial size.
+    `skip_dropout` > 0 drops whole skip feature maps in training (spatial dropout, not in the paper): that
+    full-resolution path is what lets the network learn its few training clots by heart.
     """
 
     def __init__(self, conv_op: Type[_ConvNd], attention_channels: int, skip_input_channels: int,
                  output_channels: int, skip_features: int = 12, skip_kernel: int = 3, fuse_kernel: int = 7,
                  upsample_mode: Literal["nearest", "linear"] = "nearest",
                  norm_op: Optional[Type[nn.Module]] = nn.BatchNorm2d, norm_op_kwargs: Optional[dict] = None,
-                 nonlin: Type[nn.Module] = ExpELU, nonlin_kwargs: Optional[dict] = None):
+                 nonlin: Type[nn.Module] = ExpELU, nonlin_kwargs: Optional[dict] = None, skip_dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= skip_dropout < 1.0:
+            raise ValueError(f"skip_dropout must be in [0, 1), got {skip_dropout}")
         if upsample_mode not in UPSAMPLE_MODES:
             raise ValueError(f"unknown upsampling mode {upsample_mode!r}; expected one of {', '.join(UPSAMPLE_MODES)}")
         for name, kernel in (("skip_kernel", skip_kernel), ("fuse_kernel", fuse_kernel)):
             if kernel < 1 or kernel % 2 == 0:
                 raise ValueError(f"{name} must be odd (same padding), got {kernel}")
         self.upsample_mode = upsample_mode
+        dropout_op = {2: nn.Dropout2d, 3: nn.Dropout3d}[convert_conv_op_to_dim(conv_op)] if skip_dropout else None
         self.skip = ConvDropoutNormReLU(conv_op, skip_input_channels, skip_features, skip_kernel, 1, True,
+                                        dropout_op=dropout_op, dropout_op_kwargs={"p": skip_dropout},
                                         nonlin=nn.ReLU, nonlin_kwargs={"inplace": True})
         # nonlin_first: the paper applies ELU before the normalisation
         self.fuse = ConvDropoutNormReLU(conv_op, attention_channels + skip_features, output_channels, fuse_kernel, 1,

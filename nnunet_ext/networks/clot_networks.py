@@ -267,9 +267,9 @@ class UpAttLLSTM(SliceRecurrentSegmenter):
                  up_features: int = 32, skip_features: int = 12, norm_op: Optional[Type[nn.Module]] = nn.BatchNorm2d,
                  norm_op_kwargs: Optional[dict] = None, conv_channels: int = 4, logic_channels: int = 32,
                  pool_scales: int = 8, kernel_size: int = 3, conv_part_sees_logic_state: bool = True,
-                 second_pass: SecondPass = "forward", slice_axis: int = 0):
+                 second_pass: SecondPass = "forward", slice_axis: int = 0, up_skip_dropout: float = 0.0):
         up_block = {"output_channels": up_features, "skip_features": skip_features, "norm_op": norm_op,
-                    "norm_op_kwargs": norm_op_kwargs}
+                    "norm_op_kwargs": norm_op_kwargs, "skip_dropout": up_skip_dropout}
         front_end = _attention_front_end(slice_shape, attention_dim, dwi_patch, susceptibility_patch, qkv_hidden,
                                          mlp_ratio, per_channel_gains, upsample_mode, up_block)
         recurrence = _logic_recurrence(front_end.output_channels, conv_channels, logic_channels, pool_scales,
