@@ -200,10 +200,11 @@ def _two_crop_features():
 
 
 def test_batch_norm_up_block_changes_its_output_between_train_and_eval_mode_instance_norm_does_not():
-    """The cause of UpAttLLSTM's validation collapse: with BatchNorm the Up block normalises a training batch of
-    two crops (one with a clot, one without) by that batch's statistics and a validation batch by running averages
-    of other batches, so the same crops give other features (and logits) in eval mode. InstanceNorm normalises each
-    slice by its own statistics: the same output in both modes."""
+    """Why the Up block normalises with InstanceNorm: with BatchNorm it normalises a training batch of two crops
+    (one with a clot, one without) by that batch's statistics and a validation batch by running averages of other
+    batches, so the same crops give other features (and logits) in eval mode. InstanceNorm normalises each slice by
+    its own statistics: the same output in both modes. (This was a suspect of UpAttLLSTM's validation collapse;
+    the collapse outlived it: over-fitting, benchmarks/results/pilots/up_skip_dropout/.)"""
     features, images = _two_crop_features()
     torch.manual_seed(0)
     for norm, differs in ((nn.BatchNorm2d, True), (nn.InstanceNorm2d, False)):
