@@ -3,8 +3,7 @@
 `trainers/` and `plans/` keep their place in the repository layout and are installed as the packages
 `nnunet_ext_trainers` and `nnunet_ext_plans`, so that an installed copy (editable or not) can point
 nnU-Net's `nnUNet_extTrainer` at the trainer folder. Both only wrap the library: the plan templates and the
-plan derivation live in `nnunet_ext.planning` (templates in nnunet_ext/planning/templates; `plans/templates`
-is a link to it for old paths).
+plan derivation live in `nnunet_ext.planning` (templates in nnunet_ext/planning/templates).
 """
 from setuptools import find_packages, setup
 

@@ -10,8 +10,8 @@ the network by dotted path (`architecture.network_class_name`, e.g.
 nnunet_ext.networks.clot_networks.UpAttLLSTM) with its sizes in `arch_kwargs`; `--model` picks one of the
 Table 6 ablations (plans name nnUNetPlans_<model> unless -o is given). The input channels playing DWI, SWAN
 and PHASE are found by their dataset.json names and written as `dwi_channel`, `swan_channel`,
-`phase_channel`; `--role SWAN=SWI` lets another name play a role. The patch is [slices, H, W] (Table 4 /
-methods.md: 12 x 256 x 256), clipped to the data's median size; in-plane it stays a multiple of the DWI
+`phase_channel`; `--role SWAN=SWI` lets another name play a role. The patch is [slices, H, W] (Table 4:
+12 x 256 x 256), clipped to the data's median size; in-plane it stays a multiple of the DWI
 patch size P_D, as the attention's patch embedding needs.
 """
 import argparse

@@ -165,7 +165,7 @@ PAPER_SIZE_LAYERS = {  # D = 128, n_up = 128, n_C = 32, n_L = 128 (n_h = 160); t
 
 
 def test_table4_template_parameter_count_is_the_sum_of_its_layers():
-    """Table 4 as read in methods.md 3.4 gives 0.27 M parameters, not the paper's 'about 2 M': over half of it is
+    """Table 4 as read in docs/methods.md §6 gives 0.27 M parameters, not the paper's 'about 2 M': over half of it is
     the SWAN position embedding (4097 x 32) and the Up block's 7x7 conv. Nothing is padded to reach 2 M here."""
     counts = _template_counts("upattllstm")
     assert counts["UpAttLLSTM"] == sum(TABLE4_LAYERS.values()) == 266_848

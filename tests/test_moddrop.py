@@ -269,14 +269,15 @@ def test_bad_cotraining_settings_stop_start_up(make_trainer, monkeypatch):
 
 def test_stock_train_continue_and_predict_with_adc_missing(nnunet_workspace, tmp_path):
     trainer = "nnUNetTrainerModDropPlus_p05_8epochs"
-    nnunet_workspace.run(nnunet_workspace.train_command(trainer))
+    no_validation = {"NNUNET_EXT_FINAL_VALIDATION": "0"}  # nnU-Net's validation after training: not tested here
+    nnunet_workspace.run(nnunet_workspace.train_command(trainer), no_validation)
     fold = os.path.join(nnunet_workspace.results_folder(trainer), "fold_0")
     checkpoint = torch.load(os.path.join(fold, "checkpoint_final.pth"), weights_only=False)
     controller_keys = [k for k in checkpoint["network_weights"] if "controller" in k]
     assert controller_keys and checkpoint["trainer_name"] == trainer
     settings = json.load(open(os.path.join(fold, "nnunet_ext_settings.json")))["settings"]
     assert settings["modality_dropout"]["droppable_names"] == ["ADC"] and "inference" in settings["modality_code"]
-    nnunet_workspace.run(nnunet_workspace.train_command(trainer, "--c"))  # the checkpoint loads with -c
+    nnunet_workspace.run(nnunet_workspace.train_command(trainer, "--c"), no_validation)  # the checkpoint loads
 
     images = os.path.join(nnunet_workspace.raw_dataset, "imagesTs")
     output = tmp_path / "no_adc"

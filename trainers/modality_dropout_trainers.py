@@ -52,7 +52,7 @@ nnUNetTrainerMultiUnet_p08_400epochs = trainer_variant("nnUNetTrainerMultiUnet_p
 nnUNetTrainerMultiUnet_p08_100epochs = trainer_variant("nnUNetTrainerMultiUnet_p08_100epochs")
 nnUNetTrainerMultiUnet_p08_8epochs = trainer_variant("nnUNetTrainerMultiUnet_p08_8epochs")
 
-# gradual dropout with the exponential reading f = 2^(-4t/T) before 3T/4, then 0 (methods.md 1.2 (c))
+# gradual dropout with the exponential reading f = 2^(-4t/T) before 3T/4, then 0 (docs/methods.md §1, §6)
 nnUNetTrainerGradualDropExp = trainer_variant("nnUNetTrainerGradualDropExp")
 
 # no dropout, same budget knobs and settings file: the baseline of the experiments

@@ -10,7 +10,7 @@ import gzip
 import os
 import stat
 import zlib
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import nibabel
 import numpy as np
@@ -43,11 +43,6 @@ def write_image_verified(image: sitk.Image, path: str) -> None:
 def resample_onto(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
     """`image` resampled (linear, 0 outside) onto `reference`'s grid, in physical space."""
     return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, image.GetPixelID())
-
-
-def read_image(path: str) -> Tuple[np.ndarray, Tuple[float, ...]]:
-    image = read_image_checked(path)
-    return sitk.GetArrayFromImage(image), tuple(reversed(image.GetSpacing()))
 
 
 def _read_gzip_whole(path: str) -> bytes:

@@ -6,7 +6,7 @@ As in batchgeneratorsv2 transforms, randomness lives in `draw_modality_dropout` 
 For each sample b and each droppable channel c an independent Bernoulli(drop_probability) decides
 whether c is dropped. A dropped channel is multiplied by f(t) + eps, eps ~ N(0, noise_std^2) drawn per
 (sample, channel); kept channels are not touched at all (bit-identical). Unlike the public code, each
-dropped pair gets its own multiplier (methods.md 1.1: its reused `mask` alternated 1-d and d).
+dropped pair gets its own multiplier (docs/methods.md §6: its reused `mask` alternated 1-d and d).
 """
 from dataclasses import dataclass
 from typing import Optional, Sequence

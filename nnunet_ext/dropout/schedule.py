@@ -1,4 +1,4 @@
-"""The gradual modality-dropout schedule f(t) (paper Eq. 4, methods.md 1.2).
+"""The gradual modality-dropout schedule f(t) (paper Eq. 4, docs/methods.md §1).
 
 f is the multiplier a *dropped* channel gets at epoch t: 1 leaves the channel intact, 0 blacks it out.
 The step presets are piecewise constant over quarters of `num_epochs` (not over absolute epochs: the

@@ -162,7 +162,7 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, spacing_zyx: Seq
         "dice": dice(prediction_labels > 0, reference_labels > 0),
         "reference_volume_ml": reference_voxels * voxel_ml,
         "prediction_volume_ml": prediction_voxels * voxel_ml,
-        "abs_volume_difference_ml": abs(prediction_voxels - reference_voxels) * voxel_ml,
+        "abs_volume_difference_ml": absolute_volume_difference_ml(prediction, reference, spacing_zyx),
         "reference_lesions": n_reference,
         "predicted_lesions": n_prediction,
         "tp": tp,

@@ -66,7 +66,7 @@ class ClotProfile:
     iterations_per_epoch: int
     val_iterations_per_epoch: int
     slices: Tuple[Tuple[int, int], ...]  # (our slice count, the paper's it stands for); paper 12 = the default
-    template: str = "upattllstm_cpu"  # plans/templates size template of the clot networks
+    template: str = "upattllstm_cpu"  # size template of the clot networks (nnunet_ext/planning/templates)
     lesion_source: str = "model"      # 'model': a stock nnU-Net lesion model; 'reference': the true lesion (oracle)
     gradual_init: str = "pretrained"  # 'pretrained': fine-tune UpAttLLSTM (the paper's best); 'scratch'
     device: str = "cpu"

@@ -56,8 +56,7 @@ def _lock_owner(path: str) -> Dict:
         owner = json.loads(text or "{}")
     except ValueError:
         return {}
-    # locks written before they named their host hold a bare pid
-    return {"pid": owner, "host": socket.gethostname(), "job": ""} if isinstance(owner, int) else owner
+    return owner
 
 
 def _lock_is_stale(owner: Dict, me: Dict) -> bool:

@@ -1,4 +1,4 @@
-"""Similarity of two feature maps for ModDrop++ intra-subject co-training (methods.md 2.3).
+"""Similarity of two feature maps for ModDrop++ intra-subject co-training (docs/methods.md §2).
 
 SSIM as in the public ModDrop++ code (Gaussian window 11, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2, per channel
 through a grouped convolution, averaged), generalised to 2D and 3D with a separable window. The loss is

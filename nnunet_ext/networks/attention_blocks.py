@@ -1,5 +1,5 @@
 """Attention building blocks of the clot networks: ViT-style cross-attention between DWI and the susceptibility
-images, and the Up block that brings its coarse output back to full resolution (methods.md 3.1, 3.2).
+images, and the Up block that brings its coarse output back to full resolution (docs/methods.md §3).
 
 Blocks take `conv_op` (and `norm_op`, `nonlin` where they normalise) like dynamic-network-architectures' blocks;
 the token grid is N-dimensional, so a block works on 2D slices (the paper's use) as on 3D sub-volumes.
@@ -99,7 +99,7 @@ class ExpELU(nn.ELU):
 
 
 def _token_mlp(dim: int, hidden: int) -> nn.Module:
-    """One Linear(D -> D) when hidden == 0 (methods.md's default for Q, K, V), else Linear-GELU-Linear."""
+    """One Linear(D -> D) when hidden == 0 (our default for Q, K, V), else Linear-GELU-Linear."""
     if hidden < 0:
         raise ValueError(f"MLP hidden width must be >= 0 (0: a single linear layer), got {hidden}")
     if hidden == 0:

@@ -12,10 +12,10 @@ sizes in `arch_kwargs`) as cls(input_channels=, num_classes=, deep_supervision=,
 sliding window feeds 3D patches [B, C, d0, d1, d2]; `slice_axis` (default 0: nnU-Net puts the coarsest axis
 first) is the recurrence axis. Which input channel is DWI, SWAN and PHASE is given by index
 (`dwi_channel`, `swan_channel`, `phase_channel`; plans/upattllstm_plans.py resolves them from dataset.json
-names). Defaults are methods.md's recommendations (Table 4 read as P_D=32, P_S=4, D=32, n_C=4, n_s=8, k=3,
-n_L=32; n_up=32).
+names). Defaults are our reading of Table 4 (docs/methods.md §6): P_D=32, P_S=4, D=32, n_C=4, n_s=8, k=3,
+n_L=32; n_up=32.
 
-Not stated in the paper, chosen here (methods.md 3): without the Up block (AttCLSTM, AttLLSTM) the attention
+Not stated in the paper, chosen here (docs/methods.md §3, §6): without the Up block (AttCLSTM, AttLLSTM) the attention
 output is brought back to full resolution and the recurrence runs there, so the ablation differs from
 UpAttLLSTM by the Up block only, and the Logic LSTM's windows up to 2^8 = 256 span the slice as the paper says.
 The paper leaves open how; `attention_upsampling` says it: 'learned' (the templates' choice) maps every token to

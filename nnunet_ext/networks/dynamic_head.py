@@ -1,11 +1,11 @@
-"""ModDrop+'s dynamic first convolution (Liu et al., MICCAI 2022; methods.md 2.1 and 2.4).
+"""ModDrop+'s dynamic first convolution (Liu et al., MICCAI 2022; docs/methods.md §2, §6).
 
 A controller maps the per-sample modality code mc in {0, 1}^M (1 = present) to one scale per
 (output channel, input channel) pair and one per output bias: s = A mc + a. The sample's kernel is
 W_n[o, i] = s_n[o, i] * W[o, i] and its bias b_n[o] = s_n[C_out C_in + o] * b[o]; the whole batch runs as one
 grouped convolution. The controller starts at A = 0, a = 1 (identity scales), so a freshly wrapped network
 computes what the unwrapped one did; the public code's N(0, 0.02) start would switch nnU-Net's He-initialised
-first layer almost off (a documented deviation, methods.md 2.1).
+first layer almost off (a deviation, docs/methods.md §6).
 
 Where the code comes from: a trainer states it for the forward passes it runs (`using_modality_code`: its
 dropout draw AND the channels present in the data, `training_modality_code`); otherwise -- validation, the

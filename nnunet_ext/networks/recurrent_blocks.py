@@ -1,5 +1,5 @@
 """Recurrent building blocks of the clot networks: ConvLSTM and Logic LSTM cells, the Logic LSTM's
-multi-window max-pool transfer layer, and the double pass over the slices (methods.md 3.3).
+multi-window max-pool transfer layer, and the double pass over the slices (docs/methods.md §3).
 
 Blocks take `conv_op` like dynamic-network-architectures' blocks, so the same cell runs on 2D slices (the
 paper's use: slices are the time axis) or on 3D sub-volumes. A cell maps (x_t, (h, c)) to the next (h, c);
@@ -170,7 +170,7 @@ class MultiWindowMaxPool(nn.Module):
 
 def _lstm_update(gates: torch.Tensor, cell_state: torch.Tensor, gate_dim: int = 1) -> LSTMState:
     """Standard LSTM state update from gate pre-activations in the order (i, f, o, g) along `gate_dim` (e.g.
-    [B, 4, n_h, *spatial]); cell_state has the gates' shape without that axis. No peepholes (methods.md 3.3)."""
+    [B, 4, n_h, *spatial]); cell_state has the gates' shape without that axis. No peepholes (docs/methods.md §3)."""
     squashed = torch.sigmoid(gates.narrow(gate_dim, 0, 3))
     c = squashed.select(gate_dim, 1) * cell_state + squashed.select(gate_dim, 0) * torch.tanh(gates.select(gate_dim, 3))
     return squashed.select(gate_dim, 2) * torch.tanh(c), c
@@ -316,7 +316,7 @@ class LogicLSTMCell(RecurrentCell):
     pool. Only the conv part pays k^2 weights per input channel, which is where the parameter saving comes
     from; T gives the gates receptive fields up to the whole slice.
 
-    `conv_part_sees_logic_state` chooses the reading of Eq. (14) (methods.md 3.3): True (reading B, default) feeds
+    `conv_part_sees_logic_state` chooses the reading of Eq. (14) (docs/methods.md §3): True (reading B, default) feeds
     [x_t; h] to the k x k conv, so the pooled logic state acts on it like a spatially smooth bias; False
     (reading A) feeds it [x_t; h^C] only. The 1 x 1 logic conv sees [x_t; h] in both readings. T pools the
     1 x 1 conv's whole output, W_x * x + W_h * h + b, so only that sum (not its input part) is pooled.
@@ -432,7 +432,7 @@ def _double_pass_in_place(cell: RecurrentCell, projected: ProjectedInputs, state
 
 
 def double_pass(cell: RecurrentCell, inputs: torch.Tensor, second_pass: str = "forward") -> torch.Tensor:
-    """The double pass of methods.md 3.3 over inputs [B, S, C, *spatial]; returns h [B, S, hidden, *spatial].
+    """The double pass of docs/methods.md §3 over inputs [B, S, C, *spatial]; returns h [B, S, hidden, *spatial].
 
     Pass 1 runs t = 1..S from zero states and only keeps its final state; pass 2 runs again with the same
     weights from that state ('forward': t = 1..S; 'reverse': t = S..1) and its h_t are the outputs. The first

@@ -1,4 +1,4 @@
-"""Plan size templates (`nnunet_ext/planning/templates/<name>.json`, also reachable as `plans/templates`)."""
+"""Plan size templates (`nnunet_ext/planning/templates/<name>.json`)."""
 import json
 import os
 from typing import Dict, List

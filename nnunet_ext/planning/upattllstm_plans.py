@@ -4,7 +4,7 @@ The plans are derived from nnU-Net's own under a new plans name and keep the con
 so the data `nnUNetv2_plan_and_preprocess` wrote is reused as is. They name the network by dotted path
 (`architecture.network_class_name`, e.g. nnunet_ext.networks.clot_networks.UpAttLLSTM) with its sizes in
 `arch_kwargs`. The input channels playing DWI, SWAN and PHASE are found by their dataset.json names and written
-as `dwi_channel`, `swan_channel`, `phase_channel`. The patch is [slices, H, W] (Table 4 / methods.md:
+as `dwi_channel`, `swan_channel`, `phase_channel`. The patch is [slices, H, W] (Table 4:
 12 x 256 x 256), clipped to the data's median size; in-plane it stays a multiple of the DWI patch size P_D, as
 the attention's patch embedding needs. The command line is `nnunet_ext_plan_upattllstm` (plans/upattllstm_plans.py).
 """

@@ -1,4 +1,4 @@
-"""Clot post-processing steps (paper section 4.2.4, methods.md 3.5), each a pure function mask -> mask.
+"""Clot post-processing steps (paper section 4.2.4, docs/methods.md §4), each a pure function mask -> mask.
 
 * `remove_small_objects`: drop connected components of fewer than n_min voxels (paper: 20).
 * `keep_largest_object`: keep the biggest component. Ties: every component of the largest size is kept

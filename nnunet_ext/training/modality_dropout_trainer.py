@@ -1,7 +1,7 @@
 """Gradual modality dropout (and MultiUnet, its factor-0 case) inside nnU-Net's training loop.
 
 The dropout is applied in `train_step`, to training batches only, after nnU-Net's augmentation and
-normalisation: the augmentation runs in worker processes that cannot see the current epoch (methods.md 1.5).
+normalisation: the augmentation runs in worker processes that cannot see the current epoch (docs/methods.md §6).
 Validation batches and inference are untouched; at inference an absent modality is a zero image, which is
 what a dropped channel looks like at the end of the schedule.
 """

@@ -1,4 +1,4 @@
-"""ModDrop+ and ModDrop++ in nnU-Net: a modality-code-conditioned first convolution (methods.md 2).
+"""ModDrop+ and ModDrop++ in nnU-Net: a modality-code-conditioned first convolution (docs/methods.md §2).
 
 ModDrop+ = the dynamic head with MultiUnet-style dropout (factor 0, exact zeros, channels chosen by name);
 the trainer states each sample's code: 1 where its dropout draw kept the channel and the data has it (a channel
