@@ -15,7 +15,8 @@ our plans, then, in this process:
      gradient halves the scale);
   3. UpAttLLSTM at Table-4 size (the paper's sizes, 12 x 256 x 256 crops, 2 images x 4 crops): 3 train steps;
   4. one stroke test case predicted on CUDA and on CPU from the same ModDropPlus checkpoint (trained in part 1):
-     Dice between the two segmentations >= 0.99.
+     Dice between the two segmentations >= 0.99, their probabilities within PROBABILITY_TOLERANCE everywhere,
+     and some foreground (two empty segmentations agree trivially: that fails).
 Parts run in that order of priority, compile-on runs last; a part that would start with less than
 MIN_PART_S of --budget-s left is skipped and reported as such, so the whole stays under the budget.
 
@@ -52,6 +53,10 @@ UPATTLLSTM_PLANS = "nnUNetPlans_UpAttLLSTM"
 EPOCHS = 2
 MIN_PART_S = 60  # a part needs about this much of the budget left to start (a compile-on run takes ~30-60 s)
 DICE_TARGET = 0.99
+# CUDA vs CPU probabilities of one checkpoint: cuDNN may run float32 convolutions in TF32 (10-bit mantissa), so
+# they differ by more than rounding, but a softmax that moves by more than this somewhere is another network.
+# Set before any GPU run; the report gives the measured value.
+PROBABILITY_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -361,8 +366,16 @@ def verdicts(results: Dict) -> Dict[str, bool]:
     if "table4" in results:
         out["UpAttLLSTM Table-4 steps"] = results["table4"]["losses_finite"]
     if "prediction" in results:
-        out["CUDA vs CPU prediction"] = results["prediction"]["dice"] >= DICE_TARGET
+        out["CUDA vs CPU prediction"] = prediction_agrees(results["prediction"])
     return out
+
+
+def prediction_agrees(prediction: Dict) -> bool:
+    """CUDA and CPU predicted the same: segmentations with some foreground and Dice >= DICE_TARGET, and
+    probabilities that differ by at most PROBABILITY_TOLERANCE (a short training often predicts nothing, and two
+    empty segmentations, Dice 1 by our rule, would compare nothing)."""
+    return (not prediction["both_empty"] and prediction["dice"] >= DICE_TARGET
+            and prediction["max_abs_probability_difference"] <= PROBABILITY_TOLERANCE)
 
 
 def _ratio(row: Dict, rows: Sequence[Dict]) -> Optional[float]:
@@ -414,8 +427,9 @@ def render_markdown(results: Dict) -> List[str]:
         p = results["prediction"]
         lines += ["## One case predicted on CUDA and on CPU, same checkpoint", "",
                   f"{p['case']}: Dice {p['dice']:.4f} (target >= {DICE_TARGET}), foreground voxels "
-                  f"{p['foreground_voxels']}{' (both empty: trivial agreement)' if p['both_empty'] else ''}, max "
-                  f"|probability difference| {p['max_abs_probability_difference']:.4f}.", ""]
+                  f"{p['foreground_voxels']}{' (both empty: nothing compared, a failure)' if p['both_empty'] else ''}, "
+                  f"max |probability difference| {p['max_abs_probability_difference']:.4f} (tolerance "
+                  f"{PROBABILITY_TOLERANCE}).", ""]
     checks = verdicts(results)
     lines += ["## Verdict", ""] + [f"- {name}: {'pass' if ok else 'FAIL'}" for name, ok in checks.items()]
     lines += ["", "## Skipped", ""] + ([f"- {item}" for item in results["skipped"]] or ["- nothing"])

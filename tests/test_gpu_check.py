@@ -84,6 +84,25 @@ def _cpu_results(gpu_check, amp_skipped=0):
             "provenance": {"command": "python benchmarks/gpu_check.py", "versions": {"torch": torch.__version__}}}
 
 
+@pytest.mark.parametrize("foreground,dice,probability_difference,agrees", [
+    ([0, 0], 1.0, 0.0, False),      # both empty: Dice 1 by the project's rule, but nothing was compared
+    ([120, 118], 0.995, 0.01, True),
+    ([120, 100], 0.95, 0.01, False),  # the segmentations differ
+    ([120, 120], 1.0, 0.2, False),    # the same masks from other probabilities: another network
+    ([120, 120], 1.0, 0.05, True),    # at the tolerance
+])
+def test_cuda_vs_cpu_prediction_needs_foreground_dice_and_close_probabilities(gpu_check, foreground, dice,
+                                                                              probability_difference, agrees):
+    prediction = {"case": "stroke_A_003", "dice": dice, "foreground_voxels": foreground,
+                  "both_empty": foreground == [0, 0], "max_abs_probability_difference": probability_difference}
+    assert gpu_check.prediction_agrees(prediction) is agrees
+    results = {**_cpu_results(gpu_check), "prediction": prediction}
+    assert gpu_check.verdicts(results)["CUDA vs CPU prediction"] is agrees
+    text = "\n".join(gpu_check.render_markdown(results))
+    assert f"- CUDA vs CPU prediction: {'pass' if agrees else 'FAIL'}" in text
+    assert ("both empty: nothing compared, a failure" in text) == (foreground == [0, 0])
+
+
 def test_report_says_cpu_only_what_was_skipped_and_what_failed(gpu_check):
     results = _cpu_results(gpu_check)
     text = "\n".join(gpu_check.render_markdown(results))
