@@ -192,7 +192,15 @@ def test_evaluate_command_on_predictions_of_the_trained_model(resumed_run, nnune
     for row in rows:
         assert float(row["dice"]) == pytest.approx(dice[row["case"]])
         assert int(row["reference_lesions"]) == int(row["tp"]) + int(row["fn"]) >= 1
-        assert 0.0 <= float(row["lesion_f1"]) <= 1.0 and float(row["abs_volume_difference_ml"]) >= 0.0
+        tp, fp, fn = int(row["tp"]), int(row["fp"]), int(row["fn"])
+        assert float(row["lesion_f1"]) == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        # the volume difference from the image files themselves: voxels counted here, voxel size from the header
+        predicted = sitk.ReadImage(os.path.join(predictions, row["case"] + ".nii.gz"))
+        reference = sitk.ReadImage(os.path.join(labels, row["case"] + ".nii.gz"))
+        voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
+        counted = abs(int(np.count_nonzero(sitk.GetArrayFromImage(predicted))) -
+                      int(np.count_nonzero(sitk.GetArrayFromImage(reference))))
+        assert float(row["abs_volume_difference_ml"]) == pytest.approx(counted * voxel_ml)
 
     summary = json.load(open(os.path.join(out, "summary.json")))
     label = summary["metrics"]["1"]

@@ -145,11 +145,12 @@ def _job_holding(lock, process, timeout=600):
     raise AssertionError(f"{lock} not taken within {timeout} s")
 
 
-def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tmp_path):
+@pytest.fixture(scope="module")
+def mini_grid(nnunet_workspace, tmp_path_factory):
     """Two cells of one run of a few iterations as two local submitit jobs at once, one of them preempted
-    mid-training and requeued: every step of the real code path."""
-    workdir = tmp_path / "repro"
-    out = tmp_path / "table2_ci"
+    mid-training (SIGUSR2) and requeued: every step of the real code path, run once for the tests below."""
+    root = tmp_path_factory.mktemp("mini_grid")
+    workdir, out = root / "repro", root / "table2_ci"
     fold = (workdir / "nnUNet_results" / "Dataset511_Table2_all_centers" /
             "nnUNetTrainerGradualDrop_p05_8epochs__nnUNetPlans_CPU__3d_fullres" / "fold_0")
     harness = subprocess.Popen(
@@ -167,15 +168,26 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
         if harness.poll() is None:
             harness.kill()
     assert harness.returncode == 0, stdout + stderr
-    assert "started Table 2: no_dropout fold 0" in stdout and "finished Table 2: Gradual_p05 fold 0" in stdout
-    log = open(workdir / "commands.log").read()
+    return {"workdir": workdir, "out": out, "stdout": stdout, "root": root,
+            "log": open(workdir / "commands.log").read(),
+            "result": json.load(open(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json"))}
+
+
+def test_mini_grid_preempted_job_is_requeued_and_continues_with_c(mini_grid):
+    workdir = mini_grid["workdir"]
+    assert "started Table 2: no_dropout fold 0" in mini_grid["stdout"]
+    assert "finished Table 2: Gradual_p05 fold 0" in mini_grid["stdout"]
     trained = re.findall(r"nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8"
-                         r"epochs -device cpu( --c)? ", log)
+                         r"epochs -device cpu( --c)? ", mini_grid["log"])
     assert trained == ["", " --c"]  # requeued, continued from checkpoint_latest.pth
     job_logs = "".join(open(p).read() for p in glob.glob(str(workdir / "jobs" / "*" / "*_log.*")))
     assert "Caught signal SIGUSR2" in job_logs and "this job is preempted" in job_logs
     assert "Gradual_p05 fold 0: preempted or out of time, requeued" in job_logs and "Requeued job" in job_logs
     assert not os.path.exists(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json.lock")
+
+
+def test_mini_grid_jobs_ran_at_once_each_on_its_own_cpus(mini_grid):
+    workdir = mini_grid["workdir"]
     timings = [json.load(open(workdir / "runs" / "table2" / c / "fold_0.json"))["timing"]
                for c in ("no_dropout", "Gradual_p05")]
     assert timings[0]["started"] < timings[1]["finished"] and timings[1]["started"] < timings[0]["finished"]
@@ -186,16 +198,24 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
     assert len(training_logs) == 3  # the requeued training wrote a second log
     for training_log in training_logs:
         assert f"CPU threads: {half} (limits: affinity {half} CPU" in open(training_log).read()
-    result = json.load(open(workdir / "runs" / "table2" / "Gradual_p05" / "fold_0.json"))
+
+
+def test_mini_grid_results_and_report(mini_grid):
+    result = mini_grid["result"]
     assert result["trainer"] == "nnUNetTrainerGradualDrop_p05_8epochs" and result["dataset_id"] == 511
     assert sorted(result["dice"]) == ["all", "missing"] and len(result["dice"]["all"]) == 4
     assert result["provenance"]["seed"] == 0 and "nnunetv2" in result["provenance"]["versions"]
+    out = mini_grid["out"]
     report = json.load(open(str(out) + ".json"))
     assert set(report["summaries"]) == {"no_dropout", "Gradual_p05"} and report["profile"] == "ci"
     table = open(str(out) + ".md").read()
     assert "| Exp1 | no dropout | ADC absent |" in table and "| Exp2 | Gradual 0.5 | ADC absent |" in table
-    log = open(workdir / "commands.log").read()
-    assert "nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8epochs" in log
+    assert "nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8epochs" in \
+        mini_grid["log"]
+
+
+def test_mini_grid_rerun_trains_nothing_and_another_profile_is_refused(mini_grid, nnunet_workspace):
+    workdir, log = mini_grid["workdir"], mini_grid["log"]
     # resumable: a second call finds the run done and only rewrites the report
     again = nnunet_workspace.run(["nnunet_ext_reproduce", "--table", "2", "--profile", "ci", "--workdir",
                                   str(workdir), "--methods", "Gradual", "--probabilities", "0.5"])
@@ -206,10 +226,13 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
     assert mixed.returncode != 0 and "not {" in mixed.stderr and "use another --workdir" in mixed.stderr
     assert log == open(workdir / "commands.log").read()
 
+
+def test_robustness_of_the_mini_grid_model(mini_grid, nnunet_workspace):
+    workdir = mini_grid["workdir"]
     raw = workdir / "nnUNet_raw" / "Dataset511_Table2_all_centers"
     env = {"nnUNet_raw": str(workdir / "nnUNet_raw"), "nnUNet_preprocessed": str(workdir / "nnUNet_preprocessed"),
            "nnUNet_results": str(workdir / "nnUNet_results")}
-    robustness = tmp_path / "robustness"
+    robustness = mini_grid["root"] / "robustness"
     nnunet_workspace.run(["nnunet_ext_robustness", "-i", str(raw / "imagesTs"), "-r", str(raw / "labelsTs"),
                           "-o", str(robustness), "-d", "511", "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU",
                           "-tr", "nnUNetTrainerGradualDrop_p05_8epochs", "--centers", str(raw / "case_centers.json"),
@@ -217,7 +240,11 @@ def test_mini_grid_through_the_real_harness_then_robustness(nnunet_workspace, tm
     matrix = json.load(open(robustness / "robustness.json"))["matrix"]
     assert list(matrix) == ["DWI+ADC", "DWI", "ADC"]
     assert set(matrix["DWI"]) == {"A", "B", "C", "D", "all"}
-    assert all(0 <= matrix[s]["all"]["mean"] <= 1 for s in matrix)
+    # the same model and test cases as the harness's Gradual_p05 run: all channels, and ADC absent (DWI alone),
+    # predicted through another command, give the harness's own mean Dice
+    for channels, row in (("DWI+ADC", "all"), ("DWI", "missing")):
+        harness_dice = list(mini_grid["result"]["dice"][row].values())
+        assert matrix[channels]["all"]["mean"] == pytest.approx(sum(harness_dice) / len(harness_dice))
     rows = list(csv.reader(open(robustness / "robustness.csv")))
     assert rows[0] == ["channels_present", "A", "B", "C", "D", "all"] and len(rows) == 4
     assert open(robustness / "robustness.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
