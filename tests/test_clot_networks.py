@@ -11,9 +11,9 @@ from nnunet_ext.networks.attention_blocks import (CrossAttention, ExpELU, UpBloc
                                                   upsample_tokens)
 from nnunet_ext.networks.clot_networks import (ATTENTION_MODELS, CLOT_MODELS, SegmentationHead, UpAttLLSTM,
                                                count_parameters, model_class_path)
-from nnunet_ext.networks.recurrent_blocks import (SECOND_PASS_ORDERS, ConvLSTMCell, LogicLSTMCell,
-                                                  channel_group_max_pool, double_pass, logic_pool_windows,
-                                                  sliding_max_same)
+from nnunet_ext.networks.ops.sliding_max import channel_group_max_pool, sliding_max_same
+from nnunet_ext.networks.recurrent_blocks import (SECOND_PASS_ORDERS, ConvLSTMCell, LogicLSTMCell, double_pass,
+                                                  logic_pool_windows)
 
 ROLES = dict(dwi_channel=0, swan_channel=1, phase_channel=2)
 TINY = dict(attention_dim=8, dwi_patch=8, susceptibility_patch=4, up_features=8, conv_channels=2, logic_channels=8,

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     jhu.add_argument("--name", default="JHU")
     for key in ("dwi", "adc", "b0", "mask"):
         jhu.add_argument(f"--{key}-pattern", default=getattr(defaults, key),
-                         help=f"file name in the subject's folder (default: %(default)s)")
+                         help="file name in the subject's folder (default: %(default)s)")
     jhu.add_argument("--missing-b0", choices=MISSING_B0, default="zero",
                      help="zero: a zero image on the DWI grid (default); skip: skip the case")
     jhu.add_argument("--centers", help="JSON file mapping subject -> center (default: every subject is 'JHU')")

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from nnunet_ext.data.diffusion import ADC_UNITS, DEFAULT_B_VALUE, SOURCES
 from nnunet_ext.data.missing_channels import RebuildSettings, prepare_input_with_missing_channels

@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from nnunet_ext.data.nifti import write_image
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
-from nnunet_ext.data.synthetic_cohort import _blob, _ellipsoid, case_plan, check_cohort_spec, head_geometry
+from nnunet_ext.data.synthetic_cohort import _blob, case_plan, check_cohort_spec, head_geometry
 from nnunet_ext.provenance import provenance
 
 CHANNELS = ("DWI", "SWAN", "PHASE")

@@ -69,5 +69,5 @@ def check_output_folder(output_folder: str, settings: Mapping) -> None:
     if differences:
         state = "a complete" if report.get("complete", True) else "an interrupted"
         raise ValueError(f"the output folder {output_folder} holds the predictions of {state} run made with other "
-                         f"settings (" + "; ".join(differences) + "); choose another output folder or empty this "
-                         f"one (a folder never mixes predictions made two ways)")
+                         "settings (" + "; ".join(differences) + "); choose another output folder or empty this "
+                         "one (a folder never mixes predictions made two ways)")

@@ -34,7 +34,8 @@ from torch import nn
 
 from nnunet_ext.networks.attention_blocks import (UPSAMPLE_MODES, CrossAttention, TokenUnpatchify, UpBlock,
                                                   upsample_to)
-from nnunet_ext.networks.recurrent_blocks import ConvLSTMCell, DoublePassRecurrence, LogicLSTMCell, pointwise_conv
+from nnunet_ext.networks.ops.fast_paths import pointwise_conv
+from nnunet_ext.networks.recurrent_blocks import ConvLSTMCell, DoublePassRecurrence, LogicLSTMCell
 
 SecondPass = Literal["forward", "reverse"]
 # the attention models without the Up block: back to full resolution by TokenUnpatchify (see the module docstring)

@@ -1,5 +1,6 @@
 """Recurrent building blocks of the clot networks: ConvLSTM and Logic LSTM cells, the Logic LSTM's
-multi-window max-pool transfer layer, and the double pass over the slices (docs/methods.md §3).
+multi-window max-pool transfer layer, and the double pass over the slices (docs/methods.md §3). The tensor
+operations they run on (sliding maxima, the CPU fast paths) are in `nnunet_ext.networks.ops`.
 
 Blocks take `conv_op` like dynamic-network-architectures' blocks, so the same cell runs on 2D slices (the
 paper's use: slices are the time axis) or on 3D sub-volumes. A cell maps (x_t, (h, c)) to the next (h, c);
@@ -8,141 +9,14 @@ the runners below decide the order in which slices are fed.
 from typing import List, Literal, Optional, Sequence, Tuple, Type
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from nnunet_ext.networks.ops.fast_paths import gate_conv, lstm_update_into
+from nnunet_ext.networks.ops.sliding_max import box_max, channel_group_max_pool
+
 LSTMState = Tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, hidden, *spatial]
 SECOND_PASS_ORDERS = ("forward", "reverse")
-
-
-def _clipped_window(window: int, length: int) -> Tuple[int, int]:
-    """(window, samples before the centre) for a TF-'same' window on an axis of `length`.
-
-    Window parts that lie beyond the axis for every output sample change nothing and are cut, so that the
-    coarse scales (windows up to 256 on a slice of 256 pixels or fewer) pad by less than a whole window."""
-    before = (window - 1) // 2
-    cut_before = max(0, before - (length - 1))
-    cut_after = max(0, window - before - length)
-    return window - cut_before - cut_after, before - cut_before
-
-
-def _pad_axis(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
-    if before == 0 and after == 0:
-        return x
-    pad = [0, 0] * (x.ndim - 1 - dim) + [before, after]
-    return F.pad(x, pad, value=float("-inf"))
-
-
-def _double(x: torch.Tensor, dim: int, shift: int) -> torch.Tensor:
-    """max(x[i], x[i + shift]) along dim (the result is `shift` samples shorter)."""
-    length = x.shape[dim] - shift
-    return torch.maximum(x.narrow(dim, 0, length), x.narrow(dim, shift, length))
-
-
-def _double_with_index(x: torch.Tensor, index: torch.Tensor, dim: int, shift: int
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """`_double`, carrying where along dim each maximum came from (the earlier sample on ties)."""
-    length = x.shape[dim] - shift
-    first, second = x.narrow(dim, 0, length), x.narrow(dim, shift, length)
-    later = second > first
-    return (torch.maximum(first, second),
-            torch.where(later, index.narrow(dim, shift, length), index.narrow(dim, 0, length)))
-
-
-def _sliding_max(x: torch.Tensor, window: int, dim: int, with_index: bool, expand: bool = True
-                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(max over the 'same' window along dim, position along dim of each maximum or None); see sliding_max_same.
-    Where every output sees the whole axis, expand=False returns the maximum with size 1 along dim (it
-    broadcasts to the same values) instead of a full-size view."""
-    length = x.shape[dim]
-    window, before = _clipped_window(window, length)
-    if before >= length - 1 and window - 1 - before >= length - 1:  # every output sees the whole axis
-        if not with_index:
-            values = x.amax(dim=dim, keepdim=True)
-            return (values.expand_as(x) if expand else values), None
-        values, index = x.max(dim=dim, keepdim=True)
-        return values.expand_as(x), index.expand_as(x)
-    result = _pad_axis(x, dim, before, window - 1 - before)
-    index = None
-    # position in x of every padded sample (the -inf padding never wins: no index is out of range); int32 and
-    # broadcast along the other axes until the first doubling: half the memory and time of a full int64 index
-    if with_index:
-        shape = [1] * x.ndim
-        shape[dim] = result.shape[dim]
-        index = (torch.arange(result.shape[dim], device=x.device, dtype=torch.int32) - before).view(shape)
-    width = 1  # result[i] = max(padded[i : i + width])
-    shifts = []
-    while 2 * width <= window:
-        shifts.append(width)
-        width *= 2
-    if width < window:  # not a power of two: two overlapping maxima of `width` samples
-        shifts.append(window - width)
-    for shift in shifts:
-        if with_index:
-            result, index = _double_with_index(result, index, dim, shift)
-        else:
-            result = _double(result, dim, shift)
-    return result, index
-
-
-class _SlidingMax(torch.autograd.Function):
-    """Sliding max whose backward sends each output's gradient to the one sample that won (as max pooling does):
-    autograd through the doubling would run a tie-splitting backward of every torch.maximum, measured 10x the
-    forward's cost on 256 x 256 slices."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, window: int, dim: int) -> torch.Tensor:
-        values, index = _sliding_max(x, window, dim, with_index=True)
-        ctx.save_for_backward(index)
-        ctx.dim, ctx.shape = dim, x.shape
-        return values.contiguous()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        index, = ctx.saved_tensors
-        winners = index.expand_as(grad).to(torch.int64).contiguous()  # scatter_add_ takes int64 only
-        grad_input = grad.new_zeros(ctx.shape).scatter_add_(ctx.dim, winners, grad.contiguous())
-        return grad_input, None, None
-
-
-def sliding_max_same(x: torch.Tensor, window: int, dim: int) -> torch.Tensor:
-    """Max over `window` samples along `dim`, stride 1, output as long as the input.
-
-    "Same" placement as TF/Keras for even windows (pad_before = (s-1)//2, pad_after = s-1-pad_before), with -inf
-    padding, so the border never wins. Computed by doubling (the max over 2w samples is the max of two w-sample
-    maxima w apart): O(n log s) instead of O(n s); the largest Logic-LSTM window spans a whole slice. With autograd
-    the gradient of each output goes to the sample that won (the earlier one on ties), as in max pooling.
-    """
-    if window < 1:
-        raise ValueError(f"pooling window must be >= 1, got {window}")
-    if window == 1:
-        return x
-    dim = dim % x.ndim
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _SlidingMax.apply(x, window, dim)
-    return _sliding_max(x, window, dim, with_index=False)[0]
-
-
-def channel_group_max_pool(x: torch.Tensor, windows: Sequence[int]) -> torch.Tensor:
-    """The Logic LSTM's transfer layer T, Eq. (16): cut the channels of x [B, C, *spatial] into len(windows)
-    consecutive groups of equal size and max-pool group j over every spatial axis with window windows[j],
-    stride 1, same output size (separably: the max over a box is the max of maxima along each axis)."""
-    groups = len(windows)
-    if groups == 0 or x.shape[1] % groups:
-        raise ValueError(f"{x.shape[1]} channels cannot be cut into {groups} equal groups for windows {list(windows)}")
-    return torch.cat([box_max(group, int(window)) for group, window in zip(torch.chunk(x, groups, dim=1), windows)],
-                     dim=1)
-
-
-def box_max(x: torch.Tensor, window: int, keep_size: bool = True) -> torch.Tensor:
-    """Max over a window x window (x ...) box of every spatial axis of x [B, C, *spatial], separably (the max over a
-    box is the max of maxima along each axis). keep_size=False (inference only, no gradient): an axis the window
-    spans whole keeps size 1, which broadcasts to the same values."""
-    for dim in range(2, x.ndim):
-        x = sliding_max_same(x, window, dim) if keep_size else \
-            _sliding_max(x, window, dim, with_index=False, expand=False)[0]
-    return x
 
 
 def logic_pool_windows(pool_scales: int) -> List[int]:
@@ -174,59 +48,6 @@ def _lstm_update(gates: torch.Tensor, cell_state: torch.Tensor, gate_dim: int = 
     squashed = torch.sigmoid(gates.narrow(gate_dim, 0, 3))
     c = squashed.select(gate_dim, 1) * cell_state + squashed.select(gate_dim, 0) * torch.tanh(gates.select(gate_dim, 3))
     return squashed.select(gate_dim, 2) * torch.tanh(c), c
-
-
-def _tanh_(x: torch.Tensor) -> torch.Tensor:
-    """tanh in place as 2 sigmoid(2x) - 1: PyTorch's CPU tanh measured 5x slower than its sigmoid here (3.4x
-    with the extra passes); the two differ by float rounding (< 2e-7)."""
-    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
-
-
-def _lstm_update_into(gates: torch.Tensor, cell_state: torch.Tensor, hidden_out: torch.Tensor) -> None:
-    """`_lstm_update` without autograd and without new full-size tensors (gates [B, 4, n, *spatial]): the gates
-    are overwritten, cell_state is updated in place and h is written into hidden_out. The gates may have size 1
-    on spatial axes (a pooled window spanning the whole slice): they broadcast over the state. On CPU a fresh
-    full-size temporary costs as much as the arithmetic, so inference reuses its buffers."""
-    squashed = gates.narrow(1, 0, 3).sigmoid_()
-    candidate = _tanh_(gates.select(1, 3)).mul_(squashed.select(1, 0))
-    cell_state.mul_(squashed.select(1, 1)).add_(candidate)
-    _tanh_(hidden_out.copy_(cell_state)).mul_(squashed.select(1, 2))
-
-
-def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                   accumulate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A 1 x 1 (x 1) convolution of x [B, C, *spatial] with weight [O, C, 1, ...], plus `accumulate` [B, O, *spatial]
-    if given, as one matrix product over the channels (BLAS adds `accumulate` while it writes the result).
-    Measured on CPU, one thread, 128 x 128 slices: 5x faster than oneDNN's 1 x 1 convolution for the Logic LSTM's
-    36 -> 128 gates and 10x faster than a convolution for a 2-class head."""
-    batch, channels = x.shape[:2]
-    matrix = weight.reshape(weight.shape[0], channels)
-    columns = x.reshape(batch, channels, -1)
-    if accumulate is None and bias is None:
-        out = torch.matmul(matrix, columns)
-    else:
-        addend = bias.view(1, -1, 1) if accumulate is None else accumulate.reshape(batch, matrix.shape[0], -1)
-        out = torch.baddbmm(addend, matrix.expand(batch, *matrix.shape), columns)
-        if accumulate is not None and bias is not None:
-            out.add_(bias.view(1, -1, 1))  # in place on the fresh product (its backward does not need it)
-    return out.view(batch, matrix.shape[0], *x.shape[2:])
-
-
-def _gate_conv(conv: _ConvNd, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-               accumulate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`conv` with another weight and bias (a slice of its own), plus `accumulate` if given; a fresh tensor.
-    1 x 1 kernels run as `pointwise_conv`; k x k ones go to oneDNN for float32 on CPU (PyTorch's dispatcher may
-    give small convolutions its slower im2col path)."""
-    if all(k == 1 for k in weight.shape[2:]) and conv.groups == 1 and all(s == 1 for s in conv.stride) \
-            and all(p == 0 for p in conv.padding):
-        return pointwise_conv(x, weight, bias, accumulate)
-    if x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and torch.backends.mkldnn.is_available() \
-            and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):
-        out = torch.mkldnn_convolution(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
-    else:
-        out = conv._conv_forward(x, weight, bias)
-    # in place on the fresh convolution output (a convolution's backward does not need its output)
-    return out if accumulate is None else out.add_(accumulate)
 
 
 def _split_conv(weight: torch.Tensor, input_channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -293,12 +114,12 @@ class ConvLSTMCell(RecurrentCell):
 
     def project_inputs(self, x: torch.Tensor) -> ProjectedInputs:
         weight, _ = _split_conv(self.gates.weight, self.input_channels)
-        return (_gate_conv(self.gates, x, weight, self.gates.bias),)
+        return (gate_conv(self.gates, x, weight, self.gates.bias),)
 
     def _gates(self, projected: ProjectedInputs, h: torch.Tensor) -> torch.Tensor:
         """[B, 4, n_h, *spatial] pre-activations (a fresh tensor: the in-place update may overwrite it)."""
         _, recurrent_weight = _split_conv(self.gates.weight, self.input_channels)
-        return _gate_conv(self.gates, h, recurrent_weight, None, projected[0]).unflatten(1, (4, self.hidden_channels))
+        return gate_conv(self.gates, h, recurrent_weight, None, projected[0]).unflatten(1, (4, self.hidden_channels))
 
     def step(self, projected: ProjectedInputs, state: LSTMState) -> LSTMState:
         h, c = state
@@ -306,7 +127,7 @@ class ConvLSTMCell(RecurrentCell):
 
     def step_in_place(self, projected: ProjectedInputs, state: LSTMState, hidden_out: torch.Tensor) -> None:
         h, c = state
-        _lstm_update_into(self._gates(projected, h), c, hidden_out)
+        lstm_update_into(self._gates(projected, h), c, hidden_out)
 
 
 class LogicLSTMCell(RecurrentCell):
@@ -362,8 +183,8 @@ class LogicLSTMCell(RecurrentCell):
         conv_weight, _ = _split_conv(self.conv_part.weight, self.input_channels)
         logic_weight, logic_bias = self._logic_weights()
         logic_weight, _ = _split_conv(logic_weight, self.input_channels)
-        return (_gate_conv(self.conv_part, x, conv_weight, self.conv_part.bias),
-                _gate_conv(self.logic_part, x, logic_weight, logic_bias))
+        return (gate_conv(self.conv_part, x, conv_weight, self.conv_part.bias),
+                gate_conv(self.logic_part, x, logic_weight, logic_bias))
 
     def _gates(self, projected: ProjectedInputs, h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Pre-activations of the conv part [B, 4 n_C, *spatial] and of the logic part before T [B, 4 n_L,
@@ -371,8 +192,8 @@ class LogicLSTMCell(RecurrentCell):
         _, conv_weight = _split_conv(self.conv_part.weight, self.input_channels)
         _, logic_weight = _split_conv(self._logic_weights()[0], self.input_channels)
         conv_state = h if self.conv_part_sees_logic_state else h[:, :self.conv_channels]
-        return (_gate_conv(self.conv_part, conv_state, conv_weight, None, projected[0]),
-                _gate_conv(self.logic_part, h, logic_weight, None, projected[1]))
+        return (gate_conv(self.conv_part, conv_state, conv_weight, None, projected[0]),
+                gate_conv(self.logic_part, h, logic_weight, None, projected[1]))
 
     def step(self, projected: ProjectedInputs, state: LSTMState) -> LSTMState:
         h, c = state
@@ -395,13 +216,13 @@ class LogicLSTMCell(RecurrentCell):
         h, c = state
         batch, conv_channels = h.shape[0], self.conv_channels
         conv, logic = self._gates(projected, h)
-        _lstm_update_into(conv.view(batch, 4, conv_channels, *conv.shape[2:]), c[:, :conv_channels],
+        lstm_update_into(conv.view(batch, 4, conv_channels, *conv.shape[2:]), c[:, :conv_channels],
                           hidden_out[:, :conv_channels])
         per_group = self.logic_channels // len(self.transfer.windows)
         for group, window in enumerate(self.transfer.windows):
             gates = box_max(logic[:, 4 * per_group * group:4 * per_group * (group + 1)], window, keep_size=False)
             state_channels = slice(conv_channels + per_group * group, conv_channels + per_group * (group + 1))
-            _lstm_update_into(gates.view(batch, 4, per_group, *gates.shape[2:]), c[:, state_channels],
+            lstm_update_into(gates.view(batch, 4, per_group, *gates.shape[2:]), c[:, state_channels],
                               hidden_out[:, state_channels])
 
 
