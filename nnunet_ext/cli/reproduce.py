@@ -10,7 +10,7 @@ with all channels and with the droppable one absent, and writes the table. Resum
 to continue; --report-only writes the table from the runs finished so far.
 
 Every (cell, run) is a submitit job: `--executor local` (default) runs them on this machine, `--max-parallel N`
-at once; `--executor slurm` submits them as SLURM job arrays and returns (see the README):
+at once; `--executor slurm` submits them as SLURM job arrays and returns (see docs/cluster.md):
 
     nnunet_ext_reproduce --table 2 --profile full --workdir /scratch/repro --executor slurm \
         --partition gpu --gpus-per-job 1 --max-parallel 12 --time-min 1440

@@ -117,7 +117,7 @@ class ClotProfile:
 CLOT_PROFILES: Dict[str, ClotProfile] = {
     # 2 CPU cores, Tables 5-7 together in 78 min per run (measured, one run): 10 trainings of 100 epochs x 16
     # iterations (1,600; at 8 x 60 = 480 only UpAttLLSTM and AttCLSTM left the empty prediction, the others were
-    # still on its plateau), 14 predictions, 2 preprocessings (README). The CPU template's patch has 8 slices where
+    # still on its plateau), 14 predictions, 2 preprocessings (docs/reproducing.md). The CPU template's patch has 8 slices where
     # the paper's has 12, so 10/12/14 become 6/8/10 (x 2/3). Seed 3: its A+B test cases are 6 proximal / 6 distal
     # (seed 0: 10 / 2).
     "quick": ClotProfile("quick", 8, 6, 48, 100, 16, 2, ((6, 10), (8, 12), (10, 14)), seed=3, runs=3),

@@ -84,7 +84,7 @@ PROFILES: Dict[str, Profile] = {
     # in B0 (2.0) make B0 an easy, redundant cue a model leans on.
     "quick": Profile("quick", 6, 3, 48, 8, 60, 4, 3, True, "cpu", shine_through_dwi=1.3, lesion_b0=2.0),
     # `quick` on the physically consistent cohort (DWI = B0 · exp(−b · ADC), per-center b, gain, ADC unit, Rician
-    # noise; README "Rebuilding a missing diffusion channel"), fixed before any training on it: the same budget
+    # noise; docs/rebuild.md), fixed before any training on it: the same budget
     # and the same mimic settings (shine-through DWI 1.3 x tissue, lesion B0 2.0), so that Table 3's rows with B0
     # rebuilt can be compared with its zero-filled rows; it becomes the quick default only if the Tables 2-3
     # bars still hold on it
