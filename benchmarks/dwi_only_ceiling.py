@@ -20,7 +20,7 @@ from typing import Dict, Mapping, Sequence
 
 from nnunet_ext.evaluation.folders import dice_per_case
 from nnunet_ext.experiments.report import ROWS, summarize_cell
-from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.paths import nnunet_environment, nnunet_folders
 from nnunet_ext.provenance import provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = os.path.abspath(args.workdir)
-    paths = {n: os.path.join(workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    paths = nnunet_folders(workdir)
     source_raw, raw = (os.path.join(paths["nnUNet_raw"], name) for name in (SOURCE, DWI_ONLY))
     splits = os.path.join(paths["nnUNet_preprocessed"], SOURCE, "splits_final.json")
     if not os.path.isfile(splits):

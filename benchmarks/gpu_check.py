@@ -441,10 +441,10 @@ def render_markdown(results: Dict) -> List[str]:
 
 def run_check(profile: Profile, workdir: str, budget_s: float, device: torch.device,
               command: str, note: str = "") -> Dict:
-    from nnunet_ext.paths import nnunet_environment
+    from nnunet_ext.paths import nnunet_environment, nnunet_folders
     from nnunet_ext.provenance import provenance
     budget = Budget(budget_s)
-    paths = {n: os.path.join(workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    paths = nnunet_folders(workdir)
     env = nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="0")
     prepare(workdir, profile, env)
     os.environ.update({k: env[k] for k in (*paths, "nnUNet_extTrainer")})

@@ -71,10 +71,10 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "parallel_cpu_trainings"))
     args = parser.parse_args()
 
-    from nnunet_ext.paths import nnunet_environment
+    from nnunet_ext.paths import nnunet_environment, nnunet_folders
     from nnunet_ext.provenance import provenance
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_parallel_bench_")
-    paths = {n: os.path.join(workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    paths = nnunet_folders(workdir)
     env = nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1",
                              NNUNET_EXT_ITERATIONS_PER_EPOCH="3", NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH="1",
                              NNUNET_EXT_FINAL_VALIDATION="0", NNUNET_EXT_SEED=str(args.seed))

@@ -66,9 +66,9 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "step_time"))
     args = parser.parse_args()
 
-    from nnunet_ext.paths import nnunet_environment
+    from nnunet_ext.paths import nnunet_environment, nnunet_folders
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_bench_")
-    paths = {n: os.path.join(workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    paths = nnunet_folders(workdir)
     _prepare(nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="2"))
     os.environ.update({**paths, "nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"})
 

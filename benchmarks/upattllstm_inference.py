@@ -91,9 +91,9 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "upattllstm_inference"))
     args = parser.parse_args()
 
-    from nnunet_ext.paths import nnunet_environment
+    from nnunet_ext.paths import nnunet_environment, nnunet_folders
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_clot_bench_")
-    paths = {n: os.path.join(workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    paths = nnunet_folders(workdir)
     raw = _prepare(nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="2"), args.size, args.seed)
     os.environ.update({**paths, "nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"})
     torch.set_num_threads(args.threads)

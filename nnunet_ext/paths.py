@@ -26,6 +26,14 @@ def with_trainer_dir(value: Optional[str]) -> str:
     return os.pathsep.join(folders if ours in folders else folders + [ours])
 
 
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def nnunet_folders(root: str) -> Dict[str, str]:
+    """nnU-Net's three folder variables for a workspace rooted at `root` (<root>/nnUNet_raw, ...)."""
+    return {name: os.path.join(root, name) for name in NNUNET_FOLDERS}
+
+
 def nnunet_environment(base: Optional[Mapping[str, str]] = None, **nnunet_paths: str) -> Dict[str, str]:
     """A copy of `base` (default os.environ) in which nnUNet_v2 commands find our trainers, plus any
     nnUNet_raw / nnUNet_preprocessed / nnUNet_results given as keywords."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
-from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.paths import nnunet_environment, nnunet_folders
 
 DATASET_ID = "501"
 CPU_PLANS = "nnUNetPlans_CPU"
@@ -20,8 +20,7 @@ TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs"
 class NnunetWorkspace:
     def __init__(self, root: str):
         self.root = root
-        self.paths = {name: os.path.join(root, name) for name in ("nnUNet_raw", "nnUNet_preprocessed",
-                                                                  "nnUNet_results")}
+        self.paths = nnunet_folders(root)
         self.raw_dataset = None
         # small CPU budget; no worker processes, no torch.compile
         self.env = nnunet_environment(**self.paths, nnUNet_compile="false", nnUNet_n_proc_DA="0",

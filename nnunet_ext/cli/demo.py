@@ -14,7 +14,7 @@ from typing import Dict, List
 
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.evaluation.folders import dice_per_case, summarize_by_center
-from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.paths import nnunet_environment, nnunet_folders
 from nnunet_ext.provenance import provenance
 
 
@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     workdir = os.path.abspath(args.workdir)
     if os.path.exists(workdir) and os.listdir(workdir):
         sys.exit(f"error: {workdir} exists and is not empty; remove it or pass another --workdir")
-    paths = {name: os.path.join(workdir, name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    paths = nnunet_folders(workdir)
     env = nnunet_environment(**paths, nnUNet_compile="false", nnUNet_def_n_proc="2",
                              NNUNET_EXT_SEED=str(args.seed),
                              NNUNET_EXT_ITERATIONS_PER_EPOCH=str(args.iterations),

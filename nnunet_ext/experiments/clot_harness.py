@@ -43,7 +43,7 @@ from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
 from nnunet_ext.experiments.jobs import Task
 from nnunet_ext.experiments.locks import run_lock
 from nnunet_ext.experiments.records import append_command_log, run_logged
-from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.paths import nnunet_environment, nnunet_folders
 from nnunet_ext.postprocessing.clot import parse_step
 from nnunet_ext.postprocessing.folders import postprocess_folder
 from nnunet_ext.provenance import provenance
@@ -129,8 +129,7 @@ class ClotHarness:
         self.workdir = os.path.abspath(workdir)
         self.root = os.path.join(self.workdir, "clot")
         self.profile, self.log, self.command = profile, log, command
-        self.paths = {n: os.path.join(self.workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed",
-                                                                 "nnUNet_results")}
+        self.paths = nnunet_folders(self.workdir)
         # nnU-Net's validation after training is skipped: the rows are evaluated on the test cases instead
         self.env = nnunet_environment(**self.paths, nnUNet_compile="false", NNUNET_EXT_FINAL_VALIDATION="0",
                                       NNUNET_EXT_ITERATIONS_PER_EPOCH=str(profile.iterations_per_epoch),

@@ -20,7 +20,7 @@ from nnunet_ext.experiments.jobs import Task
 from nnunet_ext.experiments.locks import run_lock
 from nnunet_ext.experiments.records import run_logged
 from nnunet_ext.experiments.settings import Cell, Profile, TableSetting
-from nnunet_ext.paths import nnunet_environment
+from nnunet_ext.paths import nnunet_environment, nnunet_folders
 from nnunet_ext.provenance import provenance
 
 SOURCE_ID = 510
@@ -40,8 +40,7 @@ class Harness:
         if not self.cells:
             raise ValueError(f"no cell of Table {table.number} matches methods={methods}, "
                              f"probabilities={probabilities}")
-        self.paths = {n: os.path.join(self.workdir, n) for n in ("nnUNet_raw", "nnUNet_preprocessed",
-                                                                 "nnUNet_results")}
+        self.paths = nnunet_folders(self.workdir)
         budget = {"NNUNET_EXT_ITERATIONS_PER_EPOCH": profile.iterations_per_epoch,
                   "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": profile.val_iterations_per_epoch}
         # nnU-Net's own validation after training is skipped: the harness evaluates on the test set itself
