@@ -439,17 +439,39 @@ def render_markdown(results: Dict) -> List[str]:
 
 # ---------------------------------------------------------------------------------------------- main
 
+@contextlib.contextmanager
+def scoped_environment(values: Dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` for the block, restored after it: nnU-Net reads its folders and flags from this
+    process's environment, and a caller's own settings must survive the check."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_check(profile: Profile, workdir: str, budget_s: float, device: torch.device,
               command: str, note: str = "") -> Dict:
     from nnunet_ext.paths import nnunet_environment, nnunet_folders
-    from nnunet_ext.provenance import provenance
     budget = Budget(budget_s)
     paths = nnunet_folders(workdir)
     env = nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="0")
     prepare(workdir, profile, env)
-    os.environ.update({k: env[k] for k in (*paths, "nnUNet_extTrainer")})
-    os.environ["nnUNet_n_proc_DA"] = "0"  # batches are fetched once, in process
+    # batches are fetched once, in process (no augmentation workers); make_trainer switches nnUNet_compile
+    with scoped_environment({**{k: env[k] for k in (*paths, "nnUNet_extTrainer")}, "nnUNet_n_proc_DA": "0",
+                             "nnUNet_compile": "false"}):
+        return _run_parts(profile, paths, budget, device, command, note)
 
+
+def _run_parts(profile: Profile, paths: Dict[str, str], budget: "Budget", device: torch.device, command: str,
+               note: str) -> Dict:
+    from nnunet_ext.provenance import provenance
+    budget_s = budget.seconds
     cuda = device.type == "cuda"
     results: Dict = {"profile": asdict(profile), "budget_s": budget_s, "recompile_limit": recompile_limit(),
                      "skipped": [], "note": note,

@@ -64,6 +64,19 @@ def test_segmentation_dice(gpu_check, a, b, dice, both_empty):
     assert result["dice"] == pytest.approx(dice) and result["both_empty"] == both_empty
 
 
+def test_the_check_changes_the_environment_only_inside_its_block(gpu_check, monkeypatch):
+    monkeypatch.setenv("nnUNet_compile", "true")
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    with gpu_check.scoped_environment({"nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"}):
+        assert (os.environ["nnUNet_compile"], os.environ["nnUNet_n_proc_DA"]) == ("false", "0")
+        os.environ["nnUNet_compile"] = "true"  # make_trainer switches it inside the block
+    assert os.environ["nnUNet_compile"] == "true" and "nnUNet_n_proc_DA" not in os.environ
+    with pytest.raises(RuntimeError, match="a part failed"):
+        with gpu_check.scoped_environment({"nnUNet_n_proc_DA": "0"}):
+            raise RuntimeError("a part failed")
+    assert "nnUNet_n_proc_DA" not in os.environ  # restored on the way out of a failure too
+
+
 def test_budget_lets_a_part_start_only_with_enough_time_left(gpu_check):
     now = [100.0]
     budget = gpu_check.Budget(300, clock=lambda: now[0])
