@@ -1,6 +1,7 @@
 """The harnesses' jobs through submitit: local parallel jobs, failures, the sbatch scripts a SLURM run submits."""
 import json
 import os
+import pickle
 import re
 import stat
 import subprocess
@@ -83,6 +84,14 @@ def test_local_jobs_run_at_most_max_parallel_at_once_and_stages_in_order(tmp_pat
     halves = [available[:half], available[half:2 * half] or available[:1]]
     assert first["cpus"] == available
     assert sorted([a["cpus"], b["cpus"]]) == halves and c["cpus"] in halves
+
+
+def test_a_task_pickled_before_tasks_had_cpus_still_runs(tmp_path):
+    """A job queued (or requeued) across an upgrade unpickles a Task of the earlier version, without `cpus`."""
+    task = Task("old", Recorder(str(tmp_path)), "work", "old", 0.0)
+    del task.cpus
+    assert pickle.loads(pickle.dumps(task))() == "old"
+    assert _times(tmp_path, "old")["cpus"] == sorted(os.sched_getaffinity(0))  # not pinned
 
 
 def test_a_failed_local_job_is_named_and_the_later_stages_do_not_start(tmp_path, importable_tests):

@@ -86,11 +86,13 @@ class Task(submitit.helpers.Checkpointable):
         self.cpus: Optional[Tuple[int, ...]] = None  # set by the local executor: the CPUs of the job's slot
 
     def __call__(self) -> Any:
-        where = f"{socket.gethostname()} (pid {os.getpid()}" + (f", CPUs {list(self.cpus)})" if self.cpus else ")")
+        # a task pickled by an earlier version has no `cpus` (a job queued, or requeued, across an upgrade)
+        cpus = getattr(self, "cpus", None)
+        where = f"{socket.gethostname()} (pid {os.getpid()}" + (f", CPUs {list(cpus)})" if cpus else ")")
         print(f"[{time.strftime('%H:%M:%S')}] {self.name} on {where}", flush=True)
-        if self.cpus:
+        if cpus:
             # inherited by the commands the task runs; our trainers size their thread pool by it (cpu_threads.py)
-            os.sched_setaffinity(0, self.cpus)
+            os.sched_setaffinity(0, cpus)
         return getattr(self.target, self.method)(*self.args)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
