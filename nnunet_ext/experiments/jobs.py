@@ -81,13 +81,15 @@ class Task(submitit.helpers.Checkpointable):
     Checkpointable with submitit's default: on preemption or a time limit the same call is requeued, and the
     harness resumes the interrupted training with --c."""
 
+    # set by the local executor: the CPUs of the job's slot. A class default, so that a task pickled by an earlier
+    # version (a job queued, or requeued, across an upgrade) reads None
+    cpus: Optional[Tuple[int, ...]] = None
+
     def __init__(self, name: str, target: Any, method: str, *args: Any):
         self.name, self.target, self.method, self.args = name, target, method, args
-        self.cpus: Optional[Tuple[int, ...]] = None  # set by the local executor: the CPUs of the job's slot
 
     def __call__(self) -> Any:
-        # a task pickled by an earlier version has no `cpus` (a job queued, or requeued, across an upgrade)
-        cpus = getattr(self, "cpus", None)
+        cpus = self.cpus
         where = f"{socket.gethostname()} (pid {os.getpid()}" + (f", CPUs {list(cpus)})" if cpus else ")")
         print(f"[{time.strftime('%H:%M:%S')}] {self.name} on {where}", flush=True)
         if cpus:
@@ -177,8 +179,9 @@ def local_cpu_blocks(available: Sequence[int], max_parallel: int,
 
     Jobs that share cores each start as many threads as there are cores (nnU-Net's CPU training does), and threads
     that outnumber their cores wait for each other: two trainings on two cores took 2.5x as long sharing them as
-    pinned to one each (benchmarks/parallel_cpu_trainings.py). So parallel slots get disjoint blocks, `cpus_per_job` CPUs each or an equal share; with more
-    slots than CPUs, slots take one CPU each in turn. One slot without `cpus_per_job` is left alone."""
+    pinned to one each (benchmarks/parallel_cpu_trainings.py). So parallel slots get disjoint blocks, `cpus_per_job`
+    CPUs each or an equal share; with more slots than CPUs, slots take one CPU each in turn. One slot without
+    `cpus_per_job` is left alone."""
     available = sorted(available)
     if cpus_per_job is not None:
         if max_parallel * cpus_per_job > len(available):

@@ -10,7 +10,7 @@ from typing import Literal, Optional, Sequence, Tuple, Type
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
-from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
+from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim, get_matching_dropout
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
@@ -258,7 +258,7 @@ class UpBlock(nn.Module):
             if kernel < 1 or kernel % 2 == 0:
                 raise ValueError(f"{name} must be odd (same padding), got {kernel}")
         self.upsample_mode = upsample_mode
-        dropout_op = {2: nn.Dropout2d, 3: nn.Dropout3d}[convert_conv_op_to_dim(conv_op)] if skip_dropout else None
+        dropout_op = get_matching_dropout(dimension=convert_conv_op_to_dim(conv_op)) if skip_dropout else None
         self.skip = ConvDropoutNormReLU(conv_op, skip_input_channels, skip_features, skip_kernel, 1, True,
                                         dropout_op=dropout_op, dropout_op_kwargs={"p": skip_dropout},
                                         nonlin=nn.ReLU, nonlin_kwargs={"inplace": True})
