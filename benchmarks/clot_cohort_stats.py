@@ -20,8 +20,8 @@ import cc3d
 import numpy as np
 import scipy
 
-from nnunet_ext.data.clot_cohort import CHANNELS, ClotCohortSpec, acquire, clot_cases, clot_contrast, clot_preset, \
-    write_clot_cohort
+from nnunet_ext.data.clot_cohort import ClotCohortSpec, acquire, clot_cases, clot_contrast, write_clot_cohort
+from nnunet_ext.data.clot_presets import clot_preset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")

@@ -17,8 +17,9 @@ import shutil
 import sys
 from typing import Dict, List
 
-from nnunet_ext.experiments.clot_harness import ClotHarness
-from nnunet_ext.experiments.clot_tables import CLOT_PROFILES, Network
+from nnunet_ext.experiments.clot.harness import ClotHarness
+from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES
+from nnunet_ext.experiments.clot.rows import Network
 from nnunet_ext.provenance import provenance
 
 EPOCH = re.compile(r"^Epoch (\d+)\s*$")
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     results = {}
     for model in args.models:
         network = Network(model, profile.default_slices)
-        folder = harness.train(network, 1)
+        folder = harness.models.train(network, 1)
         logs = sorted(glob.glob(os.path.join(folder, "training_log_*.txt")), key=os.path.getmtime)
         epochs = [e for log in logs for e in read_log(log)]
         for log in logs:

@@ -5,8 +5,10 @@
 Table 2's bar asks the dropout methods to keep >= 95 % of their all-channel Dice with ADC absent. That is only
 possible if DWI alone carries the lesions. This trains the stock nnU-Net (CPU plans, the quick profile's budget:
 `nnUNetTrainerNoDropout_8epochs`, 60 + 4 iterations per epoch, seed = fold) on the DWI channel of the harness's
-Table 2 dataset (511) with the harness's own split, predicts the same test cases and compares, per center, with
-the harness's runs of the same fold (`<workdir>/runs/table2/<cell>/fold_<f>.json`).
+Table 2 dataset (511) with the harness's own split, predicts the same test cases as the harness does
+(nnunet_ext_predict through the Workspace, without test-time mirroring; the committed results were predicted by
+nnUNetv2_predict with mirroring) and compares, per center, with the harness's runs of the same fold
+(`<workdir>/runs/table2/<cell>/fold_<f>.json`).
 Writes benchmarks/results/dwi_only_ceiling.{json,md} (--out to change).
 Needs a workdir in which the Table 2 harness has run.
 """
@@ -14,13 +16,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping
 
 from nnunet_ext.evaluation.folders import dice_per_case
-from nnunet_ext.experiments.report import ROWS, summarize_cell
-from nnunet_ext.paths import nnunet_environment, nnunet_folders
+from nnunet_ext.experiments.stroke.report import ROWS, summarize_cell
+from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 from nnunet_ext.provenance import provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,11 +55,6 @@ def derive_dwi_only(source_raw: str, target_raw: str) -> None:
     os.rename(staging, target_raw)
 
 
-def run(command: Sequence[str], env: Mapping[str, str]) -> None:
-    print(" ".join(command), flush=True)
-    subprocess.run(list(command), env=dict(env), check=True, stdout=subprocess.DEVNULL)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="a Table 2 harness workdir (quick profile)")
@@ -67,27 +63,26 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = os.path.abspath(args.workdir)
-    paths = nnunet_folders(workdir)
+    workspace = Workspace(workdir, {"nnUNet_n_proc_DA": "1", "NNUNET_EXT_ITERATIONS_PER_EPOCH": "60",
+                                    "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "4", "NNUNET_EXT_FINAL_VALIDATION": "0",
+                                    "NNUNET_EXT_SEED": str(args.fold)})
+    paths = workspace.paths
     source_raw, raw = (os.path.join(paths["nnUNet_raw"], name) for name in (SOURCE, DWI_ONLY))
     splits = os.path.join(paths["nnUNet_preprocessed"], SOURCE, "splits_final.json")
     if not os.path.isfile(splits):
         sys.exit(f"{splits} not found: run `nnunet_ext_reproduce --table 2 --profile quick --workdir {workdir}` first")
-    env = nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="1",
-                             NNUNET_EXT_ITERATIONS_PER_EPOCH="60", NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH="4",
-                             NNUNET_EXT_FINAL_VALIDATION="0", NNUNET_EXT_SEED=str(args.fold))
     if not os.path.isdir(raw):
         derive_dwi_only(source_raw, raw)
     if not os.path.isfile(os.path.join(paths["nnUNet_preprocessed"], DWI_ONLY, f"{PLANS}.json")):
-        run(["nnUNetv2_plan_and_preprocess", "-d", DWI_ONLY_ID, "-c", "3d_fullres", "-np", "2"],
-            {**env, "nnUNet_n_proc_DA": "2"})  # the planner calls torch.set_num_threads(n_proc_DA)
+        workspace.plan_and_preprocess(int(DWI_ONLY_ID))
         shutil.copy(splits, os.path.join(paths["nnUNet_preprocessed"], DWI_ONLY, "splits_final.json"))
-        run(["nnunet_ext_plan_cpu", "-d", DWI_ONLY_ID], env)
-    run(["nnUNetv2_train", DWI_ONLY_ID, "3d_fullres", str(args.fold), "-p", PLANS, "-tr", TRAINER, "-device", "cpu"],
-        env)
-    predictions = os.path.join(workdir, "dwi_only", f"fold_{args.fold}_pred")
-    run(["nnUNetv2_predict", "-i", os.path.join(raw, "imagesTs"), "-o", predictions, "-d", DWI_ONLY_ID, "-c",
-         "3d_fullres", "-f", str(args.fold), "-p", PLANS, "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0"],
-        env)
+        workspace.run(["nnunet_ext_plan_cpu", "-d", DWI_ONLY_ID], f"plan_cpu_{DWI_ONLY_ID}")
+    model = TrainedModel(int(DWI_ONLY_ID), DWI_ONLY, TRAINER, PLANS, args.fold)
+    workspace.train(model, f"train_dwi_only_f{args.fold}")
+    predictions = workspace.predict(
+        workspace.predict_command(model, os.path.join(raw, "imagesTs"), os.path.join(workdir, "dwi_only",
+                                                                                      f"fold_{args.fold}_pred")),
+        f"predict_dwi_only_f{args.fold}")
 
     case_centers = json.load(open(os.path.join(source_raw, "case_centers.json")))
     rows = {"DWI only (trained and tested without ADC)":

@@ -184,27 +184,24 @@ def _copy(batch: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------- preparation
 
-def prepare(workdir: str, profile: Profile, env: Dict[str, str]) -> None:
-    """Cohorts, stock plan_and_preprocess and our plans (kept in workdir; a rerun reuses them)."""
+def prepare(workspace, profile: Profile) -> None:
+    """Cohorts, stock plan_and_preprocess and our plans (kept in the workspace; a rerun reuses them)."""
     from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
     from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
-    from nnunet_ext.experiments.records import run_logged
-    processes = str(max(1, min(8, (os.cpu_count() or 2) // 2)))
-    preprocessed = env["nnUNet_preprocessed"]
+    processes = max(1, min(8, (os.cpu_count() or 2) // 2))
+    preprocessed, raw = workspace.paths["nnUNet_preprocessed"], workspace.paths["nnUNet_raw"]
     if not os.path.isfile(os.path.join(preprocessed, STROKE, f"{profile.stroke_plans}.json")):
         write_cohort(CohortSpec(train_per_center=profile.train_per_center, test_per_center=1,
-                                size=profile.stroke_size), env["nnUNet_raw"], progress=False)
-        run_logged(["nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "3d_fullres", "-np", processes], workdir,
-                   "plan_501", env, {"nnUNet_n_proc_DA": processes})
-        run_logged(["nnunet_ext_plan_cpu", "-d", "501"], workdir, "plan_cpu_501", env)
+                                size=profile.stroke_size), raw, progress=False)
+        workspace.plan_and_preprocess(501, processes=processes)
+        workspace.run(["nnunet_ext_plan_cpu", "-d", "501"], "plan_cpu_501")
     if not os.path.isfile(os.path.join(preprocessed, CLOT, f"{UPATTLLSTM_PLANS}.json")):
         write_clot_cohort(ClotCohortSpec(train_per_center=profile.train_per_center, test_per_center=1,
-                                         size=profile.clot_size), env["nnUNet_raw"], overwrite=True, progress=False)
-        run_logged(["nnUNetv2_plan_and_preprocess", "-d", "502", "-c", "3d_fullres", "-np", processes], workdir,
-                   "plan_502", env, {"nnUNet_n_proc_DA": processes})
-        run_logged(["nnunet_ext_plan_cpu", "-d", "502"], workdir, "plan_cpu_502", env)
-        run_logged(["nnunet_ext_plan_upattllstm", "-d", "502", "-t", profile.upattllstm_template], workdir,
-                   "plan_upattllstm_502", env)
+                                         size=profile.clot_size), raw, overwrite=True, progress=False)
+        workspace.plan_and_preprocess(502, processes=processes)
+        workspace.run(["nnunet_ext_plan_cpu", "-d", "502"], "plan_cpu_502")
+        workspace.run(["nnunet_ext_plan_upattllstm", "-d", "502", "-t", profile.upattllstm_template],
+                      "plan_upattllstm_502")
 
 
 def _load(preprocessed: str, dataset: str, plans_name: str):
@@ -457,11 +454,11 @@ def scoped_environment(values: Dict[str, str]) -> Iterator[None]:
 
 def run_check(profile: Profile, workdir: str, budget_s: float, device: torch.device,
               command: str, note: str = "") -> Dict:
-    from nnunet_ext.paths import nnunet_environment, nnunet_folders
+    from nnunet_ext.experiments.workspace import Workspace
     budget = Budget(budget_s)
-    paths = nnunet_folders(workdir)
-    env = nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="0")
-    prepare(workdir, profile, env)
+    workspace = Workspace(workdir, {"nnUNet_n_proc_DA": "0"})
+    paths, env = workspace.paths, workspace.env
+    prepare(workspace, profile)
     # batches are fetched once, in process (no augmentation workers); make_trainer switches nnUNet_compile
     with scoped_environment({**{k: env[k] for k in (*paths, "nnUNet_extTrainer")}, "nnUNet_n_proc_DA": "0",
                              "nnUNet_compile": "false"}):

@@ -32,22 +32,23 @@ TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs"
 ARMS = ("alone", "two at once, shared cores", "two at once, own cores")
 
 
-def _prepare(env: dict, seed: int) -> None:
+def _prepare(workspace, seed: int) -> None:
     from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
-    plans = os.path.join(env["nnUNet_preprocessed"], "Dataset501_SyntheticStroke", "nnUNetPlans_CPU.json")
+    plans = os.path.join(workspace.paths["nnUNet_preprocessed"], "Dataset501_SyntheticStroke", "nnUNetPlans_CPU.json")
     if os.path.isfile(plans):
         return
-    write_cohort(CohortSpec(train_per_center=3, test_per_center=1, size=32, seed=seed), env["nnUNet_raw"],
+    write_cohort(CohortSpec(train_per_center=3, test_per_center=1, size=32, seed=seed), workspace.paths["nnUNet_raw"],
                  progress=False)
-    subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", DATASET, "-c", "3d_fullres", "-np", "2"],
-                   env={**env, "nnUNet_n_proc_DA": "2"}, check=True, capture_output=True)
-    subprocess.run(["nnunet_ext_plan_cpu", "-d", DATASET], env=env, check=True, capture_output=True)
+    workspace.plan_and_preprocess(int(DATASET))
+    workspace.run(["nnunet_ext_plan_cpu", "-d", DATASET], f"plan_cpu_{DATASET}")
 
 
 def _start(env: dict, results: str, cpus: Optional[Sequence[int]]) -> subprocess.Popen:
-    command = ["nnUNetv2_train", DATASET, "3d_fullres", "0", "-p", "nnUNetPlans_CPU", "-tr", TRAINER,
-               "-device", "cpu"]
-    return subprocess.Popen(command, env={**env, "nnUNet_results": results}, stdout=subprocess.DEVNULL,
+    """One training, started and not waited for (the Workspace's train waits): the arms time trainings at once."""
+    from nnunet_ext.experiments.workspace import TrainedModel, Workspace
+    model = TrainedModel(int(DATASET), "Dataset501_SyntheticStroke", TRAINER, "nnUNetPlans_CPU", fold=0)
+    return subprocess.Popen(Workspace.train_command(model), env={**env, "nnUNet_results": results},
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
@@ -71,16 +72,15 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "parallel_cpu_trainings"))
     args = parser.parse_args()
 
-    from nnunet_ext.paths import nnunet_environment, nnunet_folders
+    from nnunet_ext.experiments.workspace import Workspace
     from nnunet_ext.provenance import provenance
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_parallel_bench_")
-    paths = nnunet_folders(workdir)
-    env = nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1",
-                             NNUNET_EXT_ITERATIONS_PER_EPOCH="3", NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH="1",
-                             NNUNET_EXT_FINAL_VALIDATION="0", NNUNET_EXT_SEED=str(args.seed))
-    for variable in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):  # limits of their own would hide the effect
-        env.pop(variable, None)
-    _prepare(env, args.seed)
+    workspace = Workspace(workdir, {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
+                                    "NNUNET_EXT_ITERATIONS_PER_EPOCH": "3", "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "1",
+                                    "NNUNET_EXT_FINAL_VALIDATION": "0", "NNUNET_EXT_SEED": str(args.seed)},
+                          unset=("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"))  # limits of their own hide the effect
+    _prepare(workspace, args.seed)
+    env = workspace.env
 
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,14 +25,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINE, CONTROL = "nnUNetTrainer", "nnUNetTrainer (control copy)"
 
 
-def _prepare(env: dict) -> None:
+def _prepare(workspace) -> None:
     from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
-    if os.path.isfile(os.path.join(env["nnUNet_preprocessed"], "Dataset501_SyntheticStroke", "nnUNetPlans_CPU.json")):
+    if os.path.isfile(os.path.join(workspace.paths["nnUNet_preprocessed"], "Dataset501_SyntheticStroke",
+                                   "nnUNetPlans_CPU.json")):
         return
-    write_cohort(CohortSpec(), env["nnUNet_raw"], progress=False)
-    subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "3d_fullres", "-np", "2"], env=env,
-                   check=True, capture_output=True)
-    subprocess.run(["nnunet_ext_plan_cpu", "-d", "501"], env=env, check=True, capture_output=True)
+    write_cohort(CohortSpec(), workspace.paths["nnUNet_raw"], progress=False)
+    workspace.plan_and_preprocess(501)
+    workspace.run(["nnunet_ext_plan_cpu", "-d", "501"], "plan_cpu_501")
 
 
 def _paired(times: dict, name: str) -> float:
@@ -66,17 +65,16 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "step_time"))
     args = parser.parse_args()
 
-    from nnunet_ext.paths import nnunet_environment, nnunet_folders
-    workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_bench_")
-    paths = nnunet_folders(workdir)
-    _prepare(nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="2"))
-    os.environ.update({**paths, "nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"})
+    from nnunet_ext.experiments.workspace import Workspace
+    workspace = Workspace(args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_bench_"))
+    _prepare(workspace)
+    os.environ.update({**workspace.paths, "nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"})
 
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunet_ext.provenance import provenance
     from nnunet_ext.training.variants import trainer_variant
 
-    folder = os.path.join(paths["nnUNet_preprocessed"], "Dataset501_SyntheticStroke")
+    folder = os.path.join(workspace.paths["nnUNet_preprocessed"], "Dataset501_SyntheticStroke")
     plans = {name: json.load(open(os.path.join(folder, f"{name}.json"))) for name in ("nnUNetPlans_CPU", "nnUNetPlans")}
     dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
     classes = {BASELINE: nnUNetTrainer, **{n: trainer_variant(n) for n in args.trainers}, CONTROL: nnUNetTrainer}

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,15 +29,15 @@ DATASET, DATASET_NAME = "502", "Dataset502_SyntheticClot"
 MODELS = {"nnU-Net 3d_fullres": "nnUNetPlans", "UpAttLLSTM": "nnUNetPlans_UpAttLLSTM"}
 
 
-def _prepare(env: dict, size: int, seed: int) -> str:
+def _prepare(workspace, size: int, seed: int) -> str:
     from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
     spec = ClotCohortSpec(train_per_center=1, test_per_center=1, size=size, seed=seed)
-    raw = os.path.join(env["nnUNet_raw"], spec.folder_name)
-    if not os.path.isfile(os.path.join(env["nnUNet_preprocessed"], DATASET_NAME, "nnUNetPlans_UpAttLLSTM.json")):
-        write_clot_cohort(spec, env["nnUNet_raw"], overwrite=True, progress=False)
-        subprocess.run(["nnUNetv2_plan_and_preprocess", "-d", DATASET, "-c", "3d_fullres", "-np", "2"], env=env,
-                       check=True, capture_output=True)
-        subprocess.run(["nnunet_ext_plan_upattllstm", "-d", DATASET], env=env, check=True, capture_output=True)
+    raw = os.path.join(workspace.paths["nnUNet_raw"], spec.folder_name)
+    if not os.path.isfile(os.path.join(workspace.paths["nnUNet_preprocessed"], DATASET_NAME,
+                                       "nnUNetPlans_UpAttLLSTM.json")):
+        write_clot_cohort(spec, workspace.paths["nnUNet_raw"], overwrite=True, progress=False)
+        workspace.plan_and_preprocess(int(DATASET))
+        workspace.run(["nnunet_ext_plan_upattllstm", "-d", DATASET], f"plan_upattllstm_{DATASET}")
     return raw
 
 
@@ -91,18 +90,17 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "upattllstm_inference"))
     args = parser.parse_args()
 
-    from nnunet_ext.paths import nnunet_environment, nnunet_folders
-    workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_clot_bench_")
-    paths = nnunet_folders(workdir)
-    raw = _prepare(nnunet_environment(**paths, nnUNet_compile="false", nnUNet_n_proc_DA="2"), args.size, args.seed)
-    os.environ.update({**paths, "nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"})
+    from nnunet_ext.experiments.workspace import Workspace
+    workspace = Workspace(args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_clot_bench_"))
+    raw = _prepare(workspace, args.size, args.seed)
+    os.environ.update({**workspace.paths, "nnUNet_compile": "false", "nnUNet_n_proc_DA": "0"})
     torch.set_num_threads(args.threads)
 
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunet_ext.networks.clot_networks import count_parameters
     from nnunet_ext.provenance import provenance
 
-    folder = os.path.join(paths["nnUNet_preprocessed"], DATASET_NAME)
+    folder = os.path.join(workspace.paths["nnUNet_preprocessed"], DATASET_NAME)
     dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
     case = "clot_A_001"
     files = [os.path.join(raw, "imagesTs", f"{case}_{c:04d}.nii.gz") for c in range(3)]

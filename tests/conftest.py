@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
-from nnunet_ext.paths import nnunet_environment, nnunet_folders
+from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 
 DATASET_ID = "501"
 CPU_PLANS = "nnUNetPlans_CPU"
@@ -18,16 +18,17 @@ TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs"
 
 
 class NnunetWorkspace:
+    """The library's Workspace (its folders, environment and nnU-Net commands) with a small CPU budget, and a
+    `run` that returns the command's output for the tests to read."""
+
     def __init__(self, root: str):
-        self.root = root
-        self.paths = nnunet_folders(root)
+        # no worker processes, no torch.compile (the Workspace's default); nothing of the calling shell's settings
+        self.nnunet = Workspace(root, {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
+                                       "NNUNET_EXT_ITERATIONS_PER_EPOCH": "3",
+                                       "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "1"},
+                                unset=("NNUNET_EXT_DROPPABLE_CHANNELS", "NNUNET_EXT_SAVE_EVERY", "NNUNET_EXT_SEED"))
+        self.root, self.paths, self.env = root, self.nnunet.paths, self.nnunet.env
         self.raw_dataset = None
-        # small CPU budget; no worker processes, no torch.compile
-        self.env = nnunet_environment(**self.paths, nnUNet_compile="false", nnUNet_n_proc_DA="0",
-                                      nnUNet_def_n_proc="1", NNUNET_EXT_ITERATIONS_PER_EPOCH="3",
-                                      NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH="1")
-        for variable in ("NNUNET_EXT_DROPPABLE_CHANNELS", "NNUNET_EXT_SAVE_EVERY", "NNUNET_EXT_SEED"):
-            self.env.pop(variable, None)
 
     def run(self, command, extra_env=None, check=True, timeout=900):
         env = {**self.env, **(extra_env or {})}
@@ -37,13 +38,14 @@ class NnunetWorkspace:
                                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
 
+    def model(self, trainer: str) -> TrainedModel:
+        return TrainedModel(int(DATASET_ID), "Dataset501_SyntheticStroke", trainer, CPU_PLANS, fold=0)
+
     def results_folder(self, trainer: str) -> str:
-        return os.path.join(self.paths["nnUNet_results"], "Dataset501_SyntheticStroke",
-                            f"{trainer}__{CPU_PLANS}__3d_fullres")
+        return os.path.dirname(self.nnunet.fold_folder(self.model(trainer)))
 
     def train_command(self, trainer: str, *extra: str):
-        return ["nnUNetv2_train", DATASET_ID, "3d_fullres", "0", "-p", CPU_PLANS, "-tr", trainer, "-device", "cpu",
-                *extra]
+        return Workspace.train_command(self.model(trainer)) + list(extra)
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +53,8 @@ def nnunet_workspace(tmp_path_factory) -> NnunetWorkspace:
     workspace = NnunetWorkspace(str(tmp_path_factory.mktemp("nnunet")))
     spec = CohortSpec(train_per_center=3, test_per_center=1, size=32, seed=0)
     workspace.raw_dataset = write_cohort(spec, workspace.paths["nnUNet_raw"], progress=False)
-    workspace.run(["nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres",
-                   "--verify_dataset_integrity", "-np", "2"],
-                  {"nnUNet_n_proc_DA": "2"})  # the planner calls torch.set_num_threads(n_proc_DA)
-    workspace.run(["nnunet_ext_plan_cpu", "-d", DATASET_ID])
+    workspace.nnunet.plan_and_preprocess(int(DATASET_ID), verify=True)
+    workspace.nnunet.run(["nnunet_ext_plan_cpu", "-d", DATASET_ID], "plan_cpu")
     return workspace
 
 

@@ -11,8 +11,9 @@ from scipy import ndimage
 
 from nnunet_ext.cli import generate_cohort
 from nnunet_ext.data import clot_cohort
-from nnunet_ext.data.clot_cohort import CLOT_CENTERS, CLOT_PRESETS, ClotCohortSpec, acquire, block_mean, clot_cases, \
-    clot_contrast, generate_clot_case, write_clot_cohort
+from nnunet_ext.data.clot_cohort import ClotCohortSpec, clot_cases, clot_contrast, generate_clot_case, write_clot_cohort
+from nnunet_ext.data.clot_geometry import acquire, block_mean
+from nnunet_ext.data.clot_presets import CLOT_CENTERS, CLOT_PRESETS
 
 SMALL = ClotCohortSpec(train_per_center=2, test_per_center=1, size=32, seed=5)
 PROFILES = {c.name: c for c in CLOT_CENTERS}
@@ -191,6 +192,24 @@ def test_easy_preset_is_the_original_cohort(center, seed):
     for a, b in zip(default.images + [default.clot], easy.images + [easy.clot]):
         assert np.array_equal(a, b)
     assert ClotCohortSpec().preset == "easy" and CLOT_PRESETS["easy"].centers == CLOT_CENTERS
+
+
+# the same for the `hard` preset, from the generator the Tables 5-7 reruns drew their cohort with (commit a0001c3),
+# with the voxel counts of the mimics: the generator's decomposition into steps must not change a cohort
+HARD_MASKS = {("A", 7): "a460644fdb8eb12f", ("B", 3): "5d0948b47a9388d7", ("C", 11): "7f6983c3556af76c"}
+HARD_SUMS = {("A", 7): (19696.98, 16651.399, 581.957), ("B", 3): (18156.457, 8826.124, -349.297),
+             ("C", 11): (23514.472, 28977.525, 0.0)}
+HARD_STRUCTURES = {("A", 7): (150, 172, 8, 19, 74), ("B", 3): (98, 107, 9, 19, 22), ("C", 11): (183, 192, 10, 91, 43)}
+
+
+@pytest.mark.parametrize("center,seed", sorted(HARD_MASKS))
+def test_hard_preset_is_the_cohort_of_the_committed_tables(center, seed):
+    case = generate_clot_case(HARD_PROFILES[center], 48, np.random.default_rng(seed), preset=HARD)
+    assert _mask_digest(case) == HARD_MASKS[(center, seed)]
+    assert [float(image.astype(np.float64).sum()) for image in case.images] == pytest.approx(
+        HARD_SUMS[(center, seed)], rel=1e-6, abs=1e-2)
+    assert list(case.structures) == ["arteries", "veins", "calcifications", "oblique_veins", "slice_mimics"]
+    assert tuple(int(mask.sum()) for mask in case.structures.values()) == HARD_STRUCTURES[(center, seed)]
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,14 @@ from nnunet_ext.cli import reproduce_clot
 from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
 from nnunet_ext.evaluation.evaluate import summarize
 from nnunet_ext.evaluation.lesion_metrics import SCALAR_METRICS
-from nnunet_ext.experiments.clot_harness import ClotHarness, derive_lesion_dataset, run_fold, validation_split
-from nnunet_ext.experiments.clot_tables import (CLOT_PROFILES, GRADUAL, NNUNET, PAPER_TABLE5, PAPER_TABLE6,
-                                                PAPER_TABLE7, ClotProfile, Network, PaperRow, aggregate_runs,
-                                                check_models, judge, missing_text, paper_text,
-                                                read_reference_results, row_networks, table_comparisons,
-                                                table_metrics, table_rows, write_clot_report)
+from nnunet_ext.experiments.clot.datasets import derive_lesion_dataset, run_fold, validation_split
+from nnunet_ext.experiments.clot.harness import ClotHarness
+from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES, GRADUAL, NNUNET, ClotProfile
+from nnunet_ext.experiments.clot.paper_numbers import PAPER_TABLE5, PAPER_TABLE6, PAPER_TABLE7, PaperRow
+from nnunet_ext.experiments.clot.rows import Network, check_models, row_networks, table_comparisons, table_rows
+from nnunet_ext.experiments.clot.aggregate import (aggregate_runs, judge, missing_text, read_reference_results,
+                                                   table_metrics)
+from nnunet_ext.experiments.clot.report import paper_text, write_clot_report
 from nnunet_ext.provenance import provenance
 
 QUICK, HARD, CI = CLOT_PROFILES["quick"], CLOT_PROFILES["quick_hard"], CLOT_PROFILES["ci"]
@@ -305,12 +307,12 @@ def test_lesion_dataset_holds_out_center_c_and_keeps_dwi(tmp_path):
 
 def test_commands_a_harness_would_run_without_running_them(tmp_path):
     harness = ClotHarness(str(tmp_path), HARD, log=lambda m: None)
-    fine_tune = harness.train_command(Network(GRADUAL, 8), run=3)
+    fine_tune = harness.models.train_command(Network(GRADUAL, 8), run=3)
     assert fine_tune[:7] == ["nnUNetv2_train", "531", "3d_fullres", "2", "-p", "nnUNetPlans_UpAttLLSTM_s8", "-tr"]
     assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_100epochs__nnUNetPlans_UpAttLLSTM_s8"
                                   "__3d_fullres/fold_2/checkpoint_best.pth")  # run 3 fine-tunes run 3's best model
-    assert harness.seed(1) == 3 and harness.seed(3) == 5
-    predict = harness.predict_command(Network("UpAttLLSTM", 8), "AB", "missing", run=2)
+    assert harness.models.seed(1) == 3 and harness.models.seed(3) == 5
+    predict = harness.models.predict_command(Network("UpAttLLSTM", 8), "AB", "missing", run=2)
     assert predict[predict.index("-f") + 1] == "1" and predict[-3:] == ["--save_probabilities", "--missing", "PHASE"]
     assert predict[predict.index("-chk") + 1] == "checkpoint_best.pth"  # chosen on the validation split
     assert predict[predict.index("-o") + 1].endswith(os.path.join("predictions", "UpAttLLSTM_s8", "run2",
@@ -332,20 +334,22 @@ def test_a_second_harness_on_one_workdir_stops_at_every_step_the_first_holds(tmp
     locks = tmp_path / "locks"
     locks.mkdir()
     holder = {"host": socket.gethostname(), "pid": os.getppid(), "job": ""}  # alive: the process that runs pytest
-    harness.ensure_plans = lambda network: None  # the training's own lock is tested here, not planning
-    for name, step in (("dataset_530", harness.source_dataset), ("dataset_531", lambda: harness.dataset(531)),
-                       ("train_UpAttLLSTM_s8_run1", lambda: harness.train(Network("UpAttLLSTM", 8), 1)),
+    harness.models.ensure_plans = lambda network: None  # the training's own lock is tested here, not planning
+    models = harness.models
+    for name, step in (("dataset_530", models.source_dataset), ("dataset_531", lambda: models.dataset(531)),
+                       ("train_531_nnUNetTrainerUpAttLLSTM_1epochs__nnUNetPlans_UpAttLLSTM_s8__3d_fullres_fold0",
+                        lambda: harness.models.train(Network("UpAttLLSTM", 8), 1)),
                        ("predict_UpAttLLSTM_s8_run1_AB_present",
-                        lambda: harness.predict(Network("UpAttLLSTM", 8), "AB", "present", 1))):
+                        lambda: harness.models.predict(Network("UpAttLLSTM", 8), "AB", "present", 1))):
         (locks / f"{name}.lock").write_text(json.dumps(holder))
         with pytest.raises(RuntimeError, match=f"{name}.lock: this run is in progress in process {os.getppid()}"):
             step()
         (locks / f"{name}.lock").unlink()
         if name == "dataset_530":
-            harness.source_dataset()  # the cohort itself, for the next steps (no nnU-Net command)
-        if name == "train_UpAttLLSTM_s8_run1":  # as if that training had finished: prediction is next
-            os.makedirs(harness.fold_folder(Network("UpAttLLSTM", 8), 1))
-            open(os.path.join(harness.fold_folder(Network("UpAttLLSTM", 8), 1), "checkpoint_final.pth"), "w").close()
+            harness.models.source_dataset()  # the cohort itself, for the next steps (no nnU-Net command)
+        if name.startswith("train_"):  # as if that training had finished: prediction is next
+            os.makedirs(models.fold_folder(Network("UpAttLLSTM", 8), 1))
+            open(os.path.join(models.fold_folder(Network("UpAttLLSTM", 8), 1), "checkpoint_final.pth"), "w").close()
     assert not (tmp_path / "nnUNet_preprocessed").exists() and not (tmp_path / "clot" / "predictions").exists()
     assert "nnUNetv2" not in (open(tmp_path / "commands.log").read() if (tmp_path / "commands.log").exists() else "")
 
@@ -495,6 +499,11 @@ def test_ci_rerun_runs_nothing_and_report_only_names_missing_runs(ci_run, capsys
     assert open(os.path.join(workdir, "commands.log")).read() == ci_run["log"]
     assert json.load(open(finished))["metrics"] == kept["metrics"]
     assert _report(workdir, "resumed")[1] == _report(workdir, "t6")[1]
+    # a comparison asked for and not there is an error, not an empty section
+    with pytest.raises(SystemExit, match="--easy-results: .*absent_table6.json not found"):
+        reproduce_clot.main([*TABLE6, "--workdir", workdir, "--out", os.path.join(workdir, "cmp"), "--report-only",
+                             "--easy-results", os.path.join(workdir, "absent")])
+    assert not os.path.exists(os.path.join(workdir, "cmp.md"))
 
 
 def test_cli_rejects_runs_beyond_the_profile(tmp_path):

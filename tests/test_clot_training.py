@@ -158,6 +158,16 @@ def test_every_clot_template_holds_a_susceptibility_patch_in_a_token(name):
     check_token_capacity(sizes)
 
 
+@pytest.mark.parametrize("name,share", [("upattllstm", 12 / 44), ("upattllstm_paper_size", 12 / 140),
+                                        ("upattllstm_cpu", 6 / 14)])
+def test_the_up_block_s_full_resolution_skip_path_is_the_smaller_part_of_what_it_fuses(name, share):
+    """With 12 skip features against D = 8 the CPU template's fused input was 60 % full-resolution SWAN/PHASE
+    (the paper's: 27 %) and UpAttLLSTM learned its training clots by heart (pilots/up_skip_features)."""
+    sizes = load_template(name)["arch_kwargs"]
+    assert sizes["skip_features"] / (sizes["attention_dim"] + sizes["skip_features"]) == pytest.approx(share)
+    assert share < 0.5
+
+
 def test_a_squeezed_token_is_refused():
     with pytest.raises(ValueError, match=r"attention_dim D = 8 is smaller than .* 4 x 4 x 2 = 32 values"):
         check_token_capacity({"attention_dim": 8, "susceptibility_patch": 4})

@@ -14,9 +14,10 @@ import pytest
 from conftest import _wait_for_line
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.experiments.datasets import derive_dataset
-from nnunet_ext.experiments.report import effect_check, summarize_cell, verdict, write_report
-from nnunet_ext.experiments.robustness import channel_subsets
-from nnunet_ext.experiments.settings import PROFILES, TABLES
+from nnunet_ext.experiments.comparison import verdict
+from nnunet_ext.experiments.stroke.report import effect_check, summarize_cell, write_report
+from nnunet_ext.experiments.stroke.robustness import channel_subsets
+from nnunet_ext.experiments.stroke.settings import PROFILES, TABLES
 from nnunet_ext.training.variants import parse_trainer_name
 
 
@@ -251,7 +252,7 @@ def test_robustness_of_the_mini_grid_model(mini_grid, nnunet_workspace):
 
 
 def test_source_cohort_of_another_profile_is_refused(tmp_path):
-    from nnunet_ext.experiments.harness import SOURCE_ID, Harness
+    from nnunet_ext.experiments.stroke.harness import SOURCE_ID, Harness
     write_cohort(CohortSpec(dataset_id=SOURCE_ID, name="SyntheticStrokeSource", size=24, train_per_center=1,
                             test_per_center=0), str(tmp_path / "nnUNet_raw"), progress=False)
     harness = Harness(str(tmp_path), TABLES[2], PROFILES["ci"], log=lambda message: None)
@@ -262,7 +263,7 @@ def test_source_cohort_of_another_profile_is_refused(tmp_path):
 def test_planning_a_dataset_another_harness_holds_is_refused(tmp_path):
     """Two harnesses on one workdir: the planning stage is locked too (only run_cell was), per dataset."""
     import socket
-    from nnunet_ext.experiments.harness import Harness
+    from nnunet_ext.experiments.stroke.harness import Harness
     harness = Harness(str(tmp_path), TABLES[2], PROFILES["ci"], log=lambda message: None)
     (tmp_path / "locks").mkdir()
     for dataset_id, step in ((510, harness.source_dataset), (511, lambda: harness.dataset("all_centers"))):
@@ -339,7 +340,7 @@ def test_table_three_rebuilt_rows_are_summarized_reported_and_judged_against_zer
 
 
 def test_only_a_table_with_both_sources_on_physical_images_gets_the_rebuilt_row(tmp_path):
-    from nnunet_ext.experiments.harness import Harness
+    from nnunet_ext.experiments.stroke.harness import Harness
     quiet = dict(log=lambda message: None)
     assert Harness(str(tmp_path / "a"), TABLES[3], PROFILES["quick_physics"], **quiet).rebuild_row
     assert not Harness(str(tmp_path / "b"), TABLES[3], PROFILES["quick"], **quiet).rebuild_row  # not physical
@@ -348,7 +349,7 @@ def test_only_a_table_with_both_sources_on_physical_images_gets_the_rebuilt_row(
 
 
 def test_robustness_rebuild_rows_are_the_subsets_holding_both_sources():
-    from nnunet_ext.experiments.robustness import rebuildable_subsets
+    from nnunet_ext.experiments.stroke.robustness import rebuildable_subsets
     assert rebuildable_subsets(["DWI", "ADC", "B0"]) == [(("DWI", "ADC"), "B0"), (("DWI", "B0"), "ADC"),
                                                          (("ADC", "B0"), "DWI")]
     assert rebuildable_subsets(["DWI", "ADC"]) == []  # Table 2's model has no B0 to rebuild or rebuild from

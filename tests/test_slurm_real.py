@@ -23,9 +23,9 @@ from typing import Dict, Iterator, List, Optional
 import pytest
 import torch
 
-from nnunet_ext.experiments.harness import Harness
+from nnunet_ext.experiments.stroke.harness import Harness
 from nnunet_ext.experiments.jobs import ExecutorSettings, run_stages
-from nnunet_ext.experiments.settings import PROFILES, TABLES
+from nnunet_ext.experiments.stroke.settings import PROFILES, TABLES
 from slurm_cluster import SlurmCluster, single_node_slurm
 
 JOB_TIMEOUT_S = 900   # generous: two CPU cores, trainings and predictions of several jobs sharing them

@@ -8,8 +8,9 @@ import argparse
 import os
 import sys
 
-from nnunet_ext.data.clot_cohort import CHANNELS as CLOT_CHANNELS
-from nnunet_ext.data.clot_cohort import CLOT_CENTERS, CLOT_PRESETS, ClotCohortSpec, write_clot_cohort
+from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
+from nnunet_ext.data.clot_presets import CHANNELS as CLOT_CHANNELS
+from nnunet_ext.data.clot_presets import CLOT_CENTERS, CLOT_PRESETS
 from nnunet_ext.data.synthetic_cohort import CENTERS, CHANNELS, CohortSpec, write_cohort
 
 KINDS = {"stroke": (CohortSpec, write_cohort), "clot": (ClotCohortSpec, write_clot_cohort)}

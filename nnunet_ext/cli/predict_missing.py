@@ -27,10 +27,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
 
 from nnunet_ext.data.diffusion import ADC_UNITS, DEFAULT_B_VALUE, SOURCES
-from nnunet_ext.data.missing_channels import RebuildSettings, prepare_input_with_missing_channels
+from nnunet_ext.data.missing_channels import PreparedInput, RebuildSettings, prepare_input_with_missing_channels
 from nnunet_ext.data.nifti import ImageFileError, read_image_checked
 from nnunet_ext.data.prediction_output import REPORT_FILE, check_output_folder, prediction_defining_options
 from nnunet_ext.data.splits import write_json_files
@@ -153,8 +154,7 @@ def _same_folder(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)  # through symlinks, as nnunet_ext_postprocess
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", dest="input", required=True)
     parser.add_argument("-o", dest="output", required=True)
@@ -178,75 +178,105 @@ def run(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--adc-unit", choices=sorted(ADC_UNITS), default=None,
                         help="unit of the ADC images for --rebuild (default: detected from the tissue median)")
     add_shadowed_options(parser)
-    args, passthrough = parser.parse_known_args(argv)
+    return parser
+
+
+@dataclass
+class StagedRequest:
+    """A checked request: the settings that decide the predictions, the model's dataset.json and the channels it
+    was trained to drop, and the input folder staged with its absent channels filled (under staging_root)."""
+    settings: Dict
+    dataset_json: Dict
+    droppable: List[str]
+    staging_root: str
+    prepared: PreparedInput
+
+
+def _stage(args: argparse.Namespace, folds: List[str], passthrough: List[str]) -> StagedRequest:
+    """Check the input, output and model, then stage the input; nothing is left behind on an error."""
+    if not os.path.isdir(args.input):
+        raise ValueError(f"input folder {args.input} does not exist")
+    if _same_folder(args.input, args.output):
+        raise ValueError(f"the output folder {args.output} is the input folder; predictions and nnU-Net's files "
+                         f"would be mixed into the images (the input is never written to)")
+    folder = model_folder(args.dataset, args.trainer, args.plans, args.configuration)
+    dataset_json = model_dataset_json(args.dataset, args.trainer, args.plans, args.configuration)
+    channel_names = channel_names_from_dataset_json(dataset_json)
+    check_folds(folder, folds, args.chk or "checkpoint_final.pth")
+    droppable = trained_droppable_channels(folder, folds, channel_names)
+    settings = {"dataset": args.dataset, "configuration": args.configuration, "trainer": args.trainer,
+                "plans": args.plans, "folds": folds, "checkpoint": args.chk or "checkpoint_final.pth",
+                "missing": sorted(args.missing), "allow_missing": sorted(args.allow_missing),
+                "allow_untrained_missing": args.allow_untrained_missing, "rebuild": sorted(args.rebuild),
+                "b_value": args.b_value, "adc_unit": args.adc_unit,
+                "nnunet_options": prediction_defining_options(passthrough)}
+    check_output_folder(args.output, settings)
+    staging_root = make_private_folder(tempfile.gettempdir(), STAGING_PREFIX)
+    try:
+        prepared = prepare_input_with_missing_channels(
+            args.input, os.path.join(staging_root, "input"), channel_names, dataset_json["file_ending"],
+            missing=args.missing, allow_missing=args.allow_missing, droppable=droppable,
+            allow_untrained=args.allow_untrained_missing,
+            rebuild_settings=RebuildSettings(tuple(args.rebuild), args.b_value, args.adc_unit),
+            image_dimension=model_image_dimension(folder))
+    except BaseException:
+        shutil.rmtree(staging_root, ignore_errors=True)
+        raise
+    return StagedRequest(settings, dataset_json, droppable, staging_root, prepared)
+
+
+def _predict(args: argparse.Namespace, argv: List[str], passthrough: List[str], folds: List[str],
+             staged: StagedRequest, output_existed: bool) -> int:
+    """nnUNetv2_predict on the staged input, with OUT/<REPORT_FILE> written first (complete: false) and completed
+    only once every prediction reads back whole; a failed nnUNetv2_predict leaves no output folder it created."""
+    prepared = staged.prepared
+    filled = sum(len(v) for v in prepared.zero_filled.values())
+    rebuilt = sum(len(v) for v in prepared.rebuilt.values())
+    print(f"nnunet_ext_predict: {len(prepared.cases)} cases, {filled} absent channel image(s) zero-filled "
+          f"({', '.join(args.missing) or 'none forced'})"
+          + (f", {rebuilt} rebuilt by physics ({', '.join(args.rebuild)})" if args.rebuild else ""), flush=True)
+    for warning in prepared.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    command = ["nnUNetv2_predict", "-i", os.path.join(staged.staging_root, "input"), "-o", args.output,
+               "-d", args.dataset, "-c", args.configuration, "-tr", args.trainer, "-p", args.plans, *passthrough]
+    report = {"settings": staged.settings, "cases": prepared.cases, "zero_filled": prepared.zero_filled,
+              "rebuilt": prepared.rebuilt, "missing": list(args.missing), "allow_missing": list(args.allow_missing),
+              "trained_to_drop": staged.droppable, "folds": folds, "warnings": prepared.warnings,
+              "provenance": provenance(command=shlex.join(["nnunet_ext_predict", *argv]))}
+    report_path = os.path.join(args.output, REPORT_FILE)
+    # written before nnU-Net writes anything: a killed run leaves predictions that their report describes
+    os.makedirs(args.output, exist_ok=True)
+    write_json_files({report_path: {**report, "complete": False}})
+    returncode = subprocess.run(command, env=nnunet_environment()).returncode
+    if returncode != 0:
+        if not output_existed:
+            shutil.rmtree(args.output, ignore_errors=True)
+        return returncode
+    problems = unreadable_predictions(args.output, prepared.cases, staged.dataset_json["file_ending"])
+    if problems:  # nnU-Net writes through SimpleITK, which does not raise when the disk fills up
+        print("error: nnUNetv2_predict finished, but these predictions are not whole (disk full?); the report says "
+              "the run is incomplete:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    write_json_files({report_path: {**report, "complete": True}})
+    return 0
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, passthrough = _parser().parse_known_args(argv)
     passthrough += shadowed_passthrough(args)
     folds = [str(f) for f in (args.folds or DEFAULT_FOLDS)]
     if args.folds:
         passthrough += ["-f", *folds]
-
     try:
-        if not os.path.isdir(args.input):
-            raise ValueError(f"input folder {args.input} does not exist")
-        if _same_folder(args.input, args.output):
-            raise ValueError(f"the output folder {args.output} is the input folder; predictions and nnU-Net's files "
-                             f"would be mixed into the images (the input is never written to)")
-        folder = model_folder(args.dataset, args.trainer, args.plans, args.configuration)
-        dataset_json = model_dataset_json(args.dataset, args.trainer, args.plans, args.configuration)
-        channel_names = channel_names_from_dataset_json(dataset_json)
-        check_folds(folder, folds, args.chk or "checkpoint_final.pth")
-        droppable = trained_droppable_channels(folder, folds, channel_names)
-        settings = {"dataset": args.dataset, "configuration": args.configuration, "trainer": args.trainer,
-                    "plans": args.plans, "folds": folds, "checkpoint": args.chk or "checkpoint_final.pth",
-                    "missing": sorted(args.missing), "allow_missing": sorted(args.allow_missing),
-                    "allow_untrained_missing": args.allow_untrained_missing, "rebuild": sorted(args.rebuild),
-                    "b_value": args.b_value, "adc_unit": args.adc_unit,
-                    "nnunet_options": prediction_defining_options(passthrough)}
-        check_output_folder(args.output, settings)
-        staging_root = make_private_folder(tempfile.gettempdir(), STAGING_PREFIX)
-        try:
-            prepared = prepare_input_with_missing_channels(
-                args.input, os.path.join(staging_root, "input"), channel_names, dataset_json["file_ending"],
-                missing=args.missing, allow_missing=args.allow_missing, droppable=droppable,
-                allow_untrained=args.allow_untrained_missing,
-                rebuild_settings=RebuildSettings(tuple(args.rebuild), args.b_value, args.adc_unit),
-                image_dimension=model_image_dimension(folder))
-        except BaseException:
-            shutil.rmtree(staging_root, ignore_errors=True)
-            raise
+        staged = _stage(args, folds, passthrough)
     except (ValueError, FileExistsError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
     output_existed = os.path.exists(args.output)
     try:
-        filled = sum(len(v) for v in prepared.zero_filled.values())
-        rebuilt = sum(len(v) for v in prepared.rebuilt.values())
-        print(f"nnunet_ext_predict: {len(prepared.cases)} cases, {filled} absent channel image(s) zero-filled "
-              f"({', '.join(args.missing) or 'none forced'})"
-              + (f", {rebuilt} rebuilt by physics ({', '.join(args.rebuild)})" if args.rebuild else ""), flush=True)
-        for warning in prepared.warnings:
-            print(f"warning: {warning}", file=sys.stderr, flush=True)
-        command = ["nnUNetv2_predict", "-i", os.path.join(staging_root, "input"), "-o", args.output,
-                   "-d", args.dataset, "-c", args.configuration, "-tr", args.trainer, "-p", args.plans, *passthrough]
-        report = {"settings": settings, "cases": prepared.cases, "zero_filled": prepared.zero_filled,
-                  "rebuilt": prepared.rebuilt, "missing": list(args.missing), "allow_missing": list(args.allow_missing),
-                  "trained_to_drop": droppable, "folds": folds, "warnings": prepared.warnings,
-                  "provenance": provenance(command=shlex.join(["nnunet_ext_predict", *argv]))}
-        report_path = os.path.join(args.output, REPORT_FILE)
-        # written before nnU-Net writes anything: a killed run leaves predictions that their report describes
-        os.makedirs(args.output, exist_ok=True)
-        write_json_files({report_path: {**report, "complete": False}})
-        returncode = subprocess.run(command, env=nnunet_environment()).returncode
-        if returncode == 0:
-            problems = unreadable_predictions(args.output, prepared.cases, dataset_json["file_ending"])
-            if problems:  # nnU-Net writes through SimpleITK, which does not raise when the disk fills up
-                print("error: nnUNetv2_predict finished, but these predictions are not whole (disk full?); the "
-                      "report says the run is incomplete:\n  " + "\n  ".join(problems), file=sys.stderr)
-                return 1
-            write_json_files({report_path: {**report, "complete": True}})
-        elif not output_existed:
-            shutil.rmtree(args.output, ignore_errors=True)  # a failed run leaves no folder it created
-        return returncode
+        return _predict(args, argv, passthrough, folds, staged, output_existed)
     except Terminated:
         if not output_existed and set(os.listdir(args.output)) <= {REPORT_FILE}:
             shutil.rmtree(args.output, ignore_errors=True)  # nothing predicted yet: no folder left behind
@@ -257,7 +287,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
+        shutil.rmtree(staged.staging_root, ignore_errors=True)
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ import argparse
 import os
 import sys
 
-from nnunet_ext.experiments.harness import Harness, results_by_cell
+from nnunet_ext.experiments.stroke.harness import Harness, results_by_cell
 from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
                                          report_command, report_outcome, run_stages)
-from nnunet_ext.experiments.report import summarize_cell, write_report
-from nnunet_ext.experiments.settings import METHODS, PROFILES, TABLES
+from nnunet_ext.experiments.stroke.report import summarize_cell, write_report
+from nnunet_ext.experiments.stroke.settings import METHODS, PROFILES, TABLES
 from nnunet_ext.provenance import provenance
 
 

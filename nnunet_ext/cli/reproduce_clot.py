@@ -13,8 +13,8 @@ shared by several rows or tables runs once per run. Resumable per (row, run): re
 --report-only writes the tables from the runs finished so far and names the missing ones; --runs K computes
 runs 1..K only (e.g. one run of every row first). Files:
 <out>.md/.csv/.json (with several tables, <out>_table<N>.*; default out <workdir>/clot_table<N>_<profile>).
-Profiles on another cohort preset than `easy` show the committed one-run `easy` results beside each row
-(--easy-results).
+--easy-results PREFIX shows another run of the tables beside each row (e.g. the committed one-run `easy` results,
+benchmarks/results/clot_quick: its <PREFIX>_table<N>.json).
 Every training is a submitit job (`--executor local`, default; `--max-parallel N` at once on this machine;
 `--executor slurm`: SLURM job arrays, submitted and left to run, then --report-only).
 """
@@ -24,19 +24,13 @@ import shlex
 import sys
 from typing import List, Optional
 
-from nnunet_ext.experiments.clot_harness import ClotHarness
-from nnunet_ext.experiments.clot_tables import (CLOT_PROFILES, TABLE_MODELS, read_reference_results,
-                                                write_clot_report)
+from nnunet_ext.experiments.clot.harness import ClotHarness
+from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES, TABLE_MODELS
+from nnunet_ext.experiments.clot.aggregate import read_reference_results
+from nnunet_ext.experiments.clot.report import write_clot_report
 from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
                                          report_command, report_outcome, run_stages)
 from nnunet_ext.provenance import provenance
-
-# the committed quick-profile tables: one run per row on the `easy` preset, before the min-size step was in the chains
-EASY_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                            "benchmarks", "results", "clot_quick")
-EASY_LABEL = ("the committed `quick` results on the `easy` preset (benchmarks/results/clot_quick_table<N>.json): one "
-              "run per row, chains without the min-size step")
-
 
 def models_per_table(tables: List[int], models: Optional[List[str]]) -> dict:
     """{table: models of it to run}; a model that no chosen table has is an error naming the choices."""
@@ -50,7 +44,7 @@ def models_per_table(tables: List[int], models: Optional[List[str]]) -> dict:
     return {t: [m for m in models if m in TABLE_MODELS[t]] for t in tables}
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=int, nargs="+", choices=sorted(TABLE_MODELS), required=True)
     parser.add_argument("--profile", choices=sorted(CLOT_PROFILES), default="quick")
@@ -67,17 +61,42 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--runs", type=int, default=None, metavar="K",
                         help="compute runs 1..K only (default: all of the profile's); later runs are reported where "
                              "finished and named as missing otherwise")
-    parser.add_argument("--easy-results", default=None,
-                        help="prefix of table JSONs shown beside the rows (<prefix>_table<N>.json; 'none': no such "
-                             "section; default: the committed easy-preset quick results, for profiles on another "
-                             "preset)")
+    parser.add_argument("--easy-results", default=None, metavar="PREFIX",
+                        help="another run of the tables to show beside the rows: <PREFIX>_table<N>.json (e.g. "
+                             "benchmarks/results/clot_quick, one run per row on the `easy` preset)")
     add_executor_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _write_tables(harness: ClotHarness, reports: dict, args: argparse.Namespace, command: str) -> List[str]:
+    """The table files of every table with a finished run; returns their paths."""
+    profile, written = harness.profile, []
+    for table, (rows, results, notes) in reports.items():
+        if not any(r is not None for runs in results.values() for r in runs):
+            print(f"Table {table}: no finished run of any row yet, not written")
+            continue
+        if args.out:
+            out = args.out if len(reports) == 1 else f"{args.out}_table{table}"
+        else:
+            out = os.path.join(harness.workdir, f"clot_table{table}_{profile.name}")
+        reference, label = {}, ""
+        if args.easy_results:
+            label = f"{args.easy_results}_table{table}.json"
+            if not os.path.isfile(label):
+                raise ValueError(f"--easy-results: {label} not found")
+            reference = read_reference_results(label)
+        paths = write_clot_report(table, profile, rows, results, out, command,
+                                  provenance(seed=profile.seed, command=command), notes, reference, label)
+        print(open(paths["md"]).read())
+        written += paths.values()
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = _parser().parse_args(argv)
     profile = CLOT_PROFILES[args.profile]
     tables = list(dict.fromkeys(args.table))
     command = shlex.join(["nnunet_ext_reproduce_clot", *(sys.argv[1:] if argv is None else argv)])
-    written = []
     outcome = StagesOutcome()
     try:
         chosen = models_per_table(tables, args.models)
@@ -93,22 +112,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                    "nnunet_ext_reproduce_clot"))
             if outcome.submitted:
                 return
-        reports = harness.read_tables(selection, args.lesion, up_to_run=args.runs)
-        easy = args.easy_results or (EASY_RESULTS if profile.preset != "easy" else None)
-        for table, (rows, results, notes) in reports.items():
-            if not any(r is not None for runs in results.values() for r in runs):
-                print(f"Table {table}: no finished run of any row yet, not written")
-                continue
-            if args.out:
-                out = args.out if len(tables) == 1 else f"{args.out}_table{table}"
-            else:
-                out = os.path.join(harness.workdir, f"clot_table{table}_{profile.name}")
-            reference = {} if easy in (None, "none") else read_reference_results(f"{easy}_table{table}.json")
-            label = EASY_LABEL if args.easy_results is None else f"{easy}_table{table}.json"
-            paths = write_clot_report(table, profile, rows, results, out, command,
-                                      provenance(seed=profile.seed, command=command), notes, reference, label)
-            print(open(paths["md"]).read())
-            written += paths.values()
+        written = _write_tables(harness, harness.read_tables(selection, args.lesion, up_to_run=args.runs), args,
+                                command)
         if not written:
             raise ValueError(f"no finished run of any row of Table(s) {', '.join(map(str, tables))} to report")
     except (ValueError, RuntimeError, FileExistsError) as error:

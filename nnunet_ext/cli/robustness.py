@@ -11,7 +11,7 @@ import sys
 
 from nnunet_ext.cli.predict_missing import add_shadowed_options, model_dataset_json, shadowed_passthrough
 from nnunet_ext.dropout.config import channel_names_from_dataset_json
-from nnunet_ext.experiments.robustness import robustness_matrix, write_robustness_report
+from nnunet_ext.experiments.stroke.robustness import robustness_matrix, write_robustness_report
 from nnunet_ext.provenance import provenance
 
 

@@ -17,7 +17,7 @@ labelsTs_lesion, for the lesion-distance post-processing. Per case, occlusions.j
 occlusion, the vessel and the hemisphere (+x or -x half of the image); case_centers.json and cohort.json as in
 the stroke cohort.
 
-Presets (CLOT_PRESETS; ClotCohortSpec.preset): every generation parameter lives in one frozen ClotPreset.
+Presets (clot_presets.CLOT_PRESETS; ClotCohortSpec.preset): every generation parameter lives in one frozen ClotPreset.
   * 'easy' (default): the original cohort, bit for bit: a high-contrast clot of tens of voxels, DWI on the SWAN grid.
   * 'hard': the paper's problem (abstract: "the culprit thrombus is small, low-contrast, and variably expressed
     across modalities ... domain shifts, anisotropy"): clots of a few to a few tens of voxels only modestly darker
@@ -33,126 +33,15 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from nnunet_ext.data.clot_presets import _EASY, CHANNELS, CLOT_CENTERS, ClotCenterProfile, ClotPreset, clot_preset
+from nnunet_ext.data.clot_geometry import _count, _draw, acquire, polyline_distance, segment_distance
 from nnunet_ext.data.nifti import write_image
 from nnunet_ext.data.staging import staged_dataset_folder, write_json
 from nnunet_ext.data.synthetic_cohort import _blob, case_plan, check_cohort_spec, head_geometry
 from nnunet_ext.provenance import provenance
 
-CHANNELS = ("DWI", "SWAN", "PHASE")
 LESION_LABEL_FOLDERS = {"Tr": "labelsTr_lesion", "Ts": "labelsTs_lesion"}
 OCCLUSION_FILE = "occlusions.json"
-
-
-@dataclass(frozen=True)
-class ClotCenterProfile:
-    name: str
-    spacing_zyx: Tuple[float, float, float]  # mm; slices are thicker than the in-plane pixels
-    gains: Tuple[float, float, float]        # DWI, SWAN (or SWI), PHASE; a gain of 0 means the channel is absent
-    susceptibility: str                      # 'SWAN' (GE magnitude) or 'SWI' (Siemens: magnitude x phase mask)
-    noise_std: float                         # relative to the tissue intensity
-    bias_strength: float                     # amplitude of a smooth multiplicative bias field
-
-
-@dataclass(frozen=True)
-class ClotTissues:
-    """(DWI, SWAN, PHASE) of each tissue class; DWI and SWAN relative to normal tissue = 1, PHASE signed."""
-    csf: Tuple[float, float, float]
-    lesion: Tuple[float, float, float]
-    artery: Tuple[float, float, float]         # flowing blood
-    clot: Tuple[float, float, float]           # susceptibility vessel sign, paramagnetic
-    vein: Tuple[float, float, float]           # deoxyhaemoglobin: dark and paramagnetic, like the clot
-    calcification: Tuple[float, float, float]  # dark, diamagnetic
-
-
-Range = Tuple[float, float]  # uniform draw; a range with equal ends draws nothing from the random stream
-
-
-@dataclass(frozen=True)
-class ClotPreset:
-    """Every parameter of one version of the cohort. Lengths are fractions of the field of view (`size`) unless
-    named _mm; radii of vessel-like structures are factors of the vessel radius."""
-    name: str
-    centers: Tuple[ClotCenterProfile, ...]
-    tissues: ClotTissues
-    vessel_radius: float                  # fraction of size ...
-    vessel_radius_min_mm: float           # ... but at least this
-    clot_length: Range                    # fraction of size (at most 0.8 of the arterial segment)
-    clot_radius: Range                    # x vessel radius (blooming: the dark signal is wider than the lumen)
-    clot_slab_offsets: Tuple[float, ...]  # slice fractions: a voxel is clot if the clot is near any of these depths
-    min_clot_voxels: int                  # a thick-slice grid can miss a thin clot: below this many voxels ...
-    clot_fill_voxels: int                 # ... the clot label takes this many voxels nearest to its axis
-    veins: Tuple[int, int]                # count (inclusive) of long straight veins besides the superior one
-    vein_half_length: Range
-    vein_radius: Range
-    calcifications: Tuple[int, int]
-    calcification_radius: Range
-    oblique_veins: Tuple[int, int]        # veins crossing the slices: a clot-sized dot that moves from slice to slice
-    oblique_tilt_deg: Range               # angle to the slice normal
-    oblique_half_length: Range
-    slice_mimics: Tuple[int, int]         # short dark paramagnetic segments present in one slice only
-    slice_mimic_half_length: Range
-    slice_mimic_on_artery: float          # share of them placed on an artery that is not the occluded one
-    mimic_radius: Range                   # oblique veins and slice mimics
-    texture: float                        # std of the smooth multiplicative tissue texture
-    tissue_jitter: Range                  # per-case factor on every tissue value
-    partial_volume_mm: float              # DWI edge blur
-    blooming_mm: float                    # SWAN/PHASE blur of susceptibility sources
-    background_phase: float               # std of the smooth background phase
-    acquisition_factor: Tuple[Tuple[int, int, int], ...]  # per channel: voxel size / SWAN voxel size (z, y, x)
-
-    def __post_init__(self):
-        if len(self.acquisition_factor) != len(CHANNELS) or any(f < 1 for a in self.acquisition_factor for f in a):
-            raise ValueError(f"acquisition_factor needs one (z, y, x) factor >= 1 per channel {CHANNELS}, "
-                             f"got {self.acquisition_factor}")
-
-
-CLOT_CENTERS: Tuple[ClotCenterProfile, ...] = (
-    ClotCenterProfile("A", (2.0, 0.9, 0.9), (1.0, 1.0, 1.0), "SWAN", 0.04, 0.05),
-    ClotCenterProfile("B", (1.6, 1.0, 1.0), (1.4, 0.8, 1.3), "SWAN", 0.06, 0.10),
-    ClotCenterProfile("C", (1.8, 0.8, 0.8), (0.9, 1.2, 0.0), "SWI", 0.05, 0.08),  # SWI, no PHASE
-)
-
-_EASY = ClotPreset(
-    name="easy", centers=CLOT_CENTERS,
-    tissues=ClotTissues(csf=(0.3, 1.35, 0.0), lesion=(2.4, 1.05, 0.0), artery=(1.0, 1.2, 0.0),
-                        clot=(1.05, 0.25, 1.0), vein=(0.95, 0.3, 0.8), calcification=(0.8, 0.25, -1.0)),
-    vessel_radius=0.03, vessel_radius_min_mm=1.0, clot_length=(0.12, 0.2), clot_radius=(1.3, 1.3),
-    clot_slab_offsets=(0.0,),
-    min_clot_voxels=3, clot_fill_voxels=1,
-    veins=(1, 3), vein_half_length=(0.18, 0.25), vein_radius=(1.0, 1.3),
-    calcifications=(1, 3), calcification_radius=(0.03, 0.05),
-    oblique_veins=(0, 0), oblique_tilt_deg=(0.0, 0.0), oblique_half_length=(0.0, 0.0),
-    slice_mimics=(0, 0), slice_mimic_half_length=(0.0, 0.0), slice_mimic_on_artery=0.0, mimic_radius=(1.0, 1.0),
-    texture=0.08, tissue_jitter=(0.92, 1.08), partial_volume_mm=0.5, blooming_mm=0.8, background_phase=0.1,
-    acquisition_factor=((1, 1, 1), (1, 1, 1), (1, 1, 1)))
-
-# The reasons for every value: benchmarks/results/clot_cohort_hard.md. Fixed before any network was trained on it.
-_HARD = ClotPreset(
-    name="hard",
-    centers=(
-        ClotCenterProfile("A", (3.0, 0.8, 0.8), (1.0, 1.0, 1.0), "SWAN", 0.10, 0.10),
-        ClotCenterProfile("B", (3.5, 0.9, 0.9), (1.4, 0.8, 1.3), "SWAN", 0.13, 0.15),
-        ClotCenterProfile("C", (2.5, 0.7, 0.7), (0.9, 1.2, 0.0), "SWI", 0.11, 0.12),  # SWI, no PHASE
-    ),
-    tissues=ClotTissues(csf=(0.3, 1.3, 0.0), lesion=(2.0, 1.0, 0.0), artery=(1.0, 1.1, 0.0),
-                        clot=(1.0, 0.6, 0.45), vein=(0.95, 0.6, 0.45), calcification=(0.85, 0.6, -0.45)),
-    vessel_radius=0.02, vessel_radius_min_mm=0.7, clot_length=(0.03, 0.12), clot_radius=(0.8, 1.1),
-    clot_slab_offsets=(-0.25, 0.0, 0.25),
-    min_clot_voxels=4, clot_fill_voxels=4,
-    veins=(1, 3), vein_half_length=(0.18, 0.25), vein_radius=(1.0, 1.3),
-    calcifications=(1, 3), calcification_radius=(0.015, 0.03),
-    oblique_veins=(1, 3), oblique_tilt_deg=(25.0, 60.0), oblique_half_length=(0.12, 0.2),
-    slice_mimics=(2, 4), slice_mimic_half_length=(0.02, 0.05), slice_mimic_on_artery=0.5, mimic_radius=(0.9, 1.2),
-    texture=0.08, tissue_jitter=(0.92, 1.08), partial_volume_mm=0.5, blooming_mm=0.5, background_phase=0.1,
-    acquisition_factor=((2, 2, 2), (1, 1, 1), (1, 1, 1)))
-
-CLOT_PRESETS: Dict[str, ClotPreset] = {p.name: p for p in (_EASY, _HARD)}
-
-
-def clot_preset(name: str) -> ClotPreset:
-    if name not in CLOT_PRESETS:
-        raise ValueError(f"unknown clot cohort preset {name!r}; presets: {', '.join(CLOT_PRESETS)}")
-    return CLOT_PRESETS[name]
 
 
 @dataclass(frozen=True)
@@ -187,55 +76,6 @@ class ClotCase:
     # the other structures (bool masks: arteries (clot excluded), veins, calcifications, oblique_veins,
     # slice_mimics), for checks and statistics; not written
     structures: Dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def segment_distance(coords: Sequence[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Distance (mm) of every voxel centre to the segment start-end."""
-    direction = end - start
-    squared = float(direction @ direction)
-    offsets = [c - s for c, s in zip(coords, start)]
-    t = sum(o * d for o, d in zip(offsets, direction)) / max(squared, 1e-12)
-    t = np.clip(t, 0.0, 1.0)
-    return np.sqrt(sum((o - t * d) ** 2 for o, d in zip(offsets, direction)))
-
-
-def polyline_distance(coords: Sequence[np.ndarray], points: Sequence[np.ndarray]) -> np.ndarray:
-    return np.minimum.reduce([segment_distance(coords, a, b) for a, b in zip(points[:-1], points[1:])])
-
-
-def _draw(rng: np.random.Generator, bounds: Range) -> float:
-    """Uniform in bounds; equal ends draw nothing, so a fixed setting leaves the random stream as it was."""
-    return bounds[0] if bounds[0] == bounds[1] else float(rng.uniform(*bounds))
-
-
-def _count(rng: np.random.Generator, bounds: Tuple[int, int]) -> int:
-    """Integer in [lo, hi]; equal ends draw nothing."""
-    return bounds[0] if bounds[0] == bounds[1] else int(rng.integers(bounds[0], bounds[1] + 1))
-
-
-def block_mean(image: np.ndarray, factor: Sequence[int]) -> np.ndarray:
-    """The image seen by voxels `factor` times larger (edge-padded to a whole number of blocks)."""
-    pad = [(0, -n % f) for n, f in zip(image.shape, factor)]
-    padded = np.pad(image, pad, mode="edge")
-    blocks = [(n // f, f) for n, f in zip(padded.shape, factor)]
-    return padded.reshape([d for pair in blocks for d in pair]).mean(axis=(1, 3, 5))
-
-
-def resample_from_coarse(coarse: np.ndarray, factor: Sequence[int], shape: Sequence[int]) -> np.ndarray:
-    """Linear interpolation of a grid with `factor` times larger voxels onto the fine grid (same origin corner),
-    as a coregistration with linear interpolation does."""
-    scale = np.array([1.0 / f for f in factor])
-    return ndimage.affine_transform(coarse, scale, offset=0.5 * scale - 0.5, output_shape=tuple(shape), order=1,
-                                    mode="nearest")
-
-
-def acquire(image: np.ndarray, factor: Sequence[int], noise_std: float, rng: np.random.Generator) -> np.ndarray:
-    """Noisy acquisition of `image` (given on the fine grid) with voxels `factor` times larger, resampled back
-    onto the fine grid; factor 1 is the plain image plus noise."""
-    if all(f == 1 for f in factor):
-        return image + rng.normal(0, noise_std, image.shape)
-    coarse = block_mean(image, factor)
-    return resample_from_coarse(coarse + rng.normal(0, noise_std, coarse.shape), factor, image.shape)
 
 
 def _arterial_tree(middle: np.ndarray, size: float, side: int, rng: np.random.Generator) -> Dict[str, List]:
@@ -296,24 +136,22 @@ def _slice_mimics(preset: ClotPreset, coords, spacing, size, vessel_radius, tree
     return oblique & ~avoid, single & ~avoid
 
 
-def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Generator,
-                       proximal_fraction: float = 0.5, preset: ClotPreset = _EASY) -> ClotCase:
-    """One case of `preset` at `center` (one of preset.centers). Draws happen in a fixed order; the settings of
-    'easy' draw exactly what the original cohort drew, so its cases are unchanged."""
-    tissues = preset.tissues
-    spacing = np.array(center.spacing_zyx)
-    shape, coords, middle, brain, ventricles = head_geometry(spacing, size, rng, 0.5, (0.40, 0.44, 0.40), 0.05)
+@dataclass(frozen=True)
+class _Occlusion:
+    side: int                # the hemisphere: -1 or +1 along x
+    proximal: bool
+    vessel: str              # 'M1', 'M2 superior' or 'M2 inferior'
+    segment: int             # the occluded segment of that vessel's polyline
+    clot_end: np.ndarray     # the downstream end of the clot
+    clot_radius: float
+    clot_distance: np.ndarray  # distance of every voxel to the clot's axis
+    clot: np.ndarray         # the clot mask
 
-    vessel_radius = max(preset.vessel_radius_min_mm, preset.vessel_radius * size)
-    trees = {side: _arterial_tree(middle, size, side, rng) for side in (-1, 1)}
-    arteries = np.zeros(shape, bool)
-    for tree in trees.values():
-        for points in tree.values():
-            arteries |= polyline_distance(coords, points) <= vessel_radius
 
-    # the occlusion: a short clot in one segment of one tree; everything after it is downstream
-    side = int(rng.choice([-1, 1]))
-    tree = trees[side]
+def _occlusion(tree: Dict[str, List], side: int, coords, spacing: np.ndarray, size: int, vessel_radius: float,
+               brain: np.ndarray, proximal_fraction: float, preset: ClotPreset, rng: np.random.Generator
+               ) -> _Occlusion:
+    """A short clot in one segment of one arterial tree; everything after it is downstream."""
     proximal = bool(rng.random() < proximal_fraction)
     vessel = "M1" if proximal else str(rng.choice(["M2 superior", "M2 inferior"]))
     segment = int(rng.integers(0, len(tree[vessel]) - 1))
@@ -334,23 +172,40 @@ def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Gene
     if clot.sum() < preset.min_clot_voxels:
         nearest = np.argsort(slab_distance, axis=None, kind="stable")[:preset.clot_fill_voxels]
         clot.flat[nearest] = True
+    return _Occlusion(side, proximal, vessel, segment, clot_end, clot_radius, clot_distance, clot)
 
-    downstream = [[clot_end] + tree[vessel][segment + 1:]]
-    if proximal:
+
+def _infarct(occlusion: _Occlusion, tree: Dict[str, List], coords, spacing: np.ndarray, size: int, middle,
+             brain: np.ndarray, ventricles: np.ndarray, rng: np.random.Generator
+             ) -> Tuple[np.ndarray, np.ndarray, float]:
+    """(lesion, distance to the downstream branches, territory radius): the infarct lies downstream of the clot,
+    in its hemisphere, not around the clot itself."""
+    downstream = [[occlusion.clot_end] + tree[occlusion.vessel][occlusion.segment + 1:]]
+    if occlusion.proximal:
         downstream += [tree["M2 superior"], tree["M2 inferior"]]
     # each branch feeds the cortex beyond its last point too
     downstream = [points + [points[-1] + 0.08 * size * (points[-1] - points[-2]) /
                             max(float(np.linalg.norm(points[-1] - points[-2])), 1e-6)] for points in downstream]
     territory = np.minimum.reduce([polyline_distance(coords, points) for points in downstream])
-    radius = (0.14 if proximal else 0.11) * size
-    wobble = ndimage.gaussian_filter(rng.normal(0, 1, shape), sigma=3.0 / spacing)
+    radius = (0.14 if occlusion.proximal else 0.11) * size
+    wobble = ndimage.gaussian_filter(rng.normal(0, 1, brain.shape), sigma=3.0 / spacing)
     wobble /= wobble.std() + 1e-8
-    hemisphere = (coords[2] - middle[2]) * side > 0
+    hemisphere = (coords[2] - middle[2]) * occlusion.side > 0
     lesion = (territory <= radius * (1 + 0.2 * wobble)) & brain & ~ventricles & hemisphere
-    # the infarct lies downstream, not around the clot itself
-    lesion &= clot_distance > clot_radius + 0.05 * size
+    lesion &= occlusion.clot_distance > occlusion.clot_radius + 0.05 * size
+    return lesion, territory, radius
 
-    # mimics: veins (long, dark, paramagnetic) and calcifications (small, dark, diamagnetic)
+
+def _mimics(preset: ClotPreset, coords, spacing: np.ndarray, size: int, middle, vessel_radius: float, trees,
+            brain: np.ndarray, ventricles: np.ndarray, clot: np.ndarray, near_clot: np.ndarray,
+            territory: np.ndarray, territory_radius: float, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Veins (long, dark, paramagnetic), calcifications (small, dark, diamagnetic) and the slice mimics; the
+    slice mimics keep clear of the clot (`near_clot`) and of its downstream territory, where only the clot explains
+    the lesion.
+
+    Kept as the committed cohorts were generated: where veins are drawn, the territory kept clear is that within
+    the last vein's radius (not `territory_radius`) of the downstream branches (a reused variable in the first
+    version of this generator). Changing it would change every cohort the committed tables were computed on."""
     veins = polyline_distance(coords, [middle + np.array([0.30, -0.28, 0.0]) * size,
                                        middle + np.array([0.36, 0.0, 0.0]) * size,
                                        middle + np.array([0.30, 0.28, 0.0]) * size]) <= 1.2 * vessel_radius
@@ -361,25 +216,29 @@ def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Gene
         half = direction * _draw(rng, preset.vein_half_length) * size
         radius = _draw(rng, preset.vein_radius) * vessel_radius
         veins |= segment_distance(coords, anchor - half, anchor + half) <= radius
+        territory_radius = radius
     veins &= brain & ~clot
     depth = ndimage.distance_transform_edt(brain & ~ventricles, sampling=spacing)
     candidates = np.argwhere(depth > 0.08 * size)
-    calcifications = np.zeros(shape, bool)
+    calcifications = np.zeros(brain.shape, bool)
     for _ in range(_count(rng, preset.calcifications)):
         voxel = candidates[rng.integers(len(candidates))]
         calcifications |= _blob(coords, np.array([coords[a][tuple(voxel)] for a in range(3)]),
                                 _draw(rng, preset.calcification_radius) * size, rng)
     calcifications &= brain & ~clot & ~veins
-    # slice mimics keep clear of the clot and of its downstream territory: there only the clot explains the lesion
-    avoid = ~brain | (clot_distance <= clot_radius + 0.1 * size) | (territory <= radius)
+    avoid = ~brain | near_clot | (territory <= territory_radius)
     oblique, single = _slice_mimics(preset, coords, spacing, size, vessel_radius, trees, candidates, avoid, rng)
+    return {"veins": veins, "calcifications": calcifications, "oblique_veins": oblique, "slice_mimics": single}
 
+
+def _tissue_images(layers, shape, spacing: np.ndarray, preset: ClotPreset, rng: np.random.Generator
+                   ) -> List[np.ndarray]:
+    """DWI, SWAN and PHASE of the tissue `layers` ((mask, per-channel values), painted in order) before the
+    scanner: texture, partial volume in DWI, blooming of susceptibility sources in SWAN and PHASE."""
     texture = ndimage.gaussian_filter(rng.normal(0, 1, shape), sigma=2.0 / spacing)
     texture = 1.0 + preset.texture * texture / (texture.std() + 1e-8)
     partial_volume = preset.partial_volume_mm / spacing
     blooming = preset.blooming_mm / spacing  # susceptibility sources look larger in SWAN and PHASE than they are
-    layers = ((ventricles, tissues.csf), (lesion, tissues.lesion), (arteries & ~clot, tissues.artery),
-              (veins | oblique | single, tissues.vein), (calcifications, tissues.calcification), (clot, tissues.clot))
     tissue = []
     for c in range(3):
         intensity = np.full(shape, 0.0 if c == 2 else 1.0)
@@ -389,7 +248,13 @@ def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Gene
         tissue.append(intensity * texture if c < 2 else intensity)
     background_phase = ndimage.gaussian_filter(rng.normal(0, 1, shape), sigma=8.0 / spacing)
     tissue[2] = tissue[2] + preset.background_phase * background_phase / (background_phase.std() + 1e-8)
+    return tissue
 
+
+def _scan(tissue: List[np.ndarray], center: ClotCenterProfile, coords, middle, size: int, brain: np.ndarray,
+          preset: ClotPreset, rng: np.random.Generator) -> List[np.ndarray]:
+    """The center's scanner: a linear bias field, SWI instead of SWAN where the center has it (its phase then
+    gone), gains, acquisition at the preset's resolution with noise, the brain mask."""
     axis = rng.normal(0, 1, 3)
     axis /= np.linalg.norm(axis)
     bias = 1.0 + center.bias_strength * 2 * sum(a * (x - m) for a, x, m in zip(axis, coords, middle)) / size
@@ -400,7 +265,7 @@ def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Gene
     for c, image in enumerate((dwi, swan, phase)):
         gain = center.gains[c]
         if gain == 0:
-            images.append(np.zeros(shape, np.float32))
+            images.append(np.zeros(brain.shape, np.float32))
             continue
         noise_std = center.noise_std * max(gain, 1e-3)
         if c < 2:
@@ -408,11 +273,39 @@ def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Gene
         else:
             scanned = acquire(gain * image, preset.acquisition_factor[c], noise_std, rng)  # signed
         images.append((scanned * brain).astype(np.float32))
-    occlusion = {"occlusion": "proximal" if proximal else "distal", "vessel": vessel,
-                 "hemisphere": "+x" if side > 0 else "-x"}
-    structures = {"arteries": arteries & ~clot, "veins": veins, "calcifications": calcifications,
-                  "oblique_veins": oblique, "slice_mimics": single}
-    return ClotCase(images, clot.astype(np.uint8), lesion.astype(np.uint8), occlusion, structures)
+    return images
+
+
+def generate_clot_case(center: ClotCenterProfile, size: int, rng: np.random.Generator,
+                       proximal_fraction: float = 0.5, preset: ClotPreset = _EASY) -> ClotCase:
+    """One case of `preset` at `center` (one of preset.centers). The steps draw from `rng` in a fixed order; the
+    settings of 'easy' draw exactly what the original cohort drew, so its cases are unchanged."""
+    tissues = preset.tissues
+    spacing = np.array(center.spacing_zyx)
+    shape, coords, middle, brain, ventricles = head_geometry(spacing, size, rng, 0.5, (0.40, 0.44, 0.40), 0.05)
+    vessel_radius = max(preset.vessel_radius_min_mm, preset.vessel_radius * size)
+    trees = {side: _arterial_tree(middle, size, side, rng) for side in (-1, 1)}
+    arteries = np.zeros(shape, bool)
+    for tree in trees.values():
+        for points in tree.values():
+            arteries |= polyline_distance(coords, points) <= vessel_radius
+    side = int(rng.choice([-1, 1]))
+    occlusion = _occlusion(trees[side], side, coords, spacing, size, vessel_radius, brain, proximal_fraction, preset,
+                           rng)
+    clot = occlusion.clot
+    lesion, territory, radius = _infarct(occlusion, trees[side], coords, spacing, size, middle, brain, ventricles, rng)
+    near_clot = occlusion.clot_distance <= occlusion.clot_radius + 0.1 * size
+    mimics = _mimics(preset, coords, spacing, size, middle, vessel_radius, trees, brain, ventricles, clot, near_clot,
+                     territory, radius, rng)
+    layers = ((ventricles, tissues.csf), (lesion, tissues.lesion), (arteries & ~clot, tissues.artery),
+              (mimics["veins"] | mimics["oblique_veins"] | mimics["slice_mimics"], tissues.vein),
+              (mimics["calcifications"], tissues.calcification), (clot, tissues.clot))
+    images = _scan(_tissue_images(layers, shape, spacing, preset, rng), center, coords, middle, size, brain, preset,
+                   rng)
+    record = {"occlusion": "proximal" if occlusion.proximal else "distal", "vessel": occlusion.vessel,
+              "hemisphere": "+x" if side > 0 else "-x"}
+    return ClotCase(images, clot.astype(np.uint8), lesion.astype(np.uint8), record,
+                    {"arteries": arteries & ~clot, **mimics})
 
 
 def clot_contrast(case: ClotCase, spacing_zyx: Sequence[float], channel: int, vessel_mm: float = 5.0,

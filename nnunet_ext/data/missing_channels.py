@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 import SimpleITK as sitk
 
@@ -128,10 +128,44 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
       (nnU-Net fails on it deep inside its workers).
     """
     channel_names = list(channel_names)
+    _check_request(channel_names, missing, allow_missing, droppable, allow_untrained, rebuild_settings)
+    if os.path.exists(output_folder):
+        raise FileExistsError(f"{output_folder} exists")
+    rebuilt_channels = {channel_names.index(n) for n in rebuild_settings.channels}
+    forced_absent = {channel_names.index(n) for n in missing}
+    may_be_absent = forced_absent | {channel_names.index(n) for n in allow_missing} | rebuilt_channels
+    problems: List[str] = []
+    plan: Dict[str, Dict[int, str]] = {}
+    for case, files in _case_files(input_folder, len(channel_names), file_ending).items():
+        present = {c: p for c, p in files.items() if c not in forced_absent}
+        problems += _case_problems(case, present, channel_names, may_be_absent, rebuilt_channels, image_dimension)
+        plan[case] = present  # written only if no case has a problem
+    if problems:
+        shown = "\n  ".join(problems[:_MAX_REPORTED])
+        more = f"\n  ... and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
+        raise ValueError(f"cannot predict from {input_folder}:\n  {shown}{more}")
+    result = PreparedInput(cases=sorted(plan))
+    os.makedirs(output_folder)
+    try:
+        for case, present in plan.items():
+            _write_case(case, present, output_folder, channel_names, file_ending, rebuilt_channels, rebuild_settings,
+                        result)
+    except BaseException:
+        shutil.rmtree(output_folder, ignore_errors=True)
+        raise
+    if droppable is not None:
+        result.warnings += _untrained_warnings(result.zero_filled, channel_names, droppable)
+    return result
+
+
+def _check_request(channel_names: List[str], missing: Sequence[str], allow_missing: Sequence[str],
+                   droppable: Optional[Sequence[str]], allow_untrained: bool, rebuild_settings: RebuildSettings
+                   ) -> None:
+    """The options alone: known channel names, no channel the model never learned to miss unless allowed, and
+    something left to predict from."""
     _check_names(missing, channel_names, "--missing")
     _check_names(allow_missing, channel_names, "--allow-missing")
     check_rebuild(rebuild_settings.channels, channel_names, missing)
-    rebuilt_channels = {channel_names.index(n) for n in rebuild_settings.channels}
     untrained = [] if droppable is None else [n for n in allow_missing if n not in droppable]
     if untrained and not allow_untrained:
         raise ValueError(f"--allow-missing {', '.join(untrained)}: the model was not trained to drop "
@@ -140,88 +174,76 @@ def prepare_input_with_missing_channels(input_folder: str, output_folder: str, c
                          f"--allow-untrained-missing to zero-fill it anyway")
     if len(set(missing)) == len(channel_names):
         raise ValueError(f"--missing lists every channel ({', '.join(channel_names)}); nothing is left to predict from")
-    if os.path.exists(output_folder):
-        raise FileExistsError(f"{output_folder} exists")
 
-    cases = _case_files(input_folder, len(channel_names), file_ending)
-    forced_absent = {channel_names.index(n) for n in missing}
-    may_be_absent = forced_absent | {channel_names.index(n) for n in allow_missing} | rebuilt_channels
-    problems: List[str] = []
-    plan: Dict[str, Dict[int, str]] = {}
-    for case, files in cases.items():
-        present = {c: p for c, p in files.items() if c not in forced_absent}
-        not_allowed = [channel_names[c] for c in range(len(channel_names))
-                       if c not in present and c not in may_be_absent]
-        if not_allowed:
-            problems.append(f"{case}: missing file for {', '.join(not_allowed)} (allow it with --allow-missing "
-                            f"or --missing)")
-            continue
-        if not present:
-            problems.append(f"{case}: no channel left")
-            continue
-        for channel in sorted(rebuilt_channels - set(present)):
-            lacking = [n for n in SOURCES[channel_names[channel]] if channel_names.index(n) not in present]
-            if lacking:
-                problems.append(f"{case}: cannot rebuild {channel_names[channel]}: {', '.join(lacking)} absent")
-        reference, reference_channel = None, None
-        for channel in sorted(present):
-            label = f"{case} {channel_names[channel]}"
-            try:
-                image = read_image_checked(present[channel])
-            except ImageFileError as error:  # truncated, unreadable, NaN or Inf (NIfTI included)
-                problems.append(f"{label}: {error}")
-                continue
-            dimension_problem = image_dimension_problem(image.GetDimension(), image_dimension) or (
-                f"{image.GetNumberOfComponentsPerPixel()} values per voxel (a vector image); nnU-Net reads one "
-                f"channel per file" if image.GetNumberOfComponentsPerPixel() > 1 else None)
-            if dimension_problem:
-                problems.append(f"{label}: {dimension_problem}")
-                continue
-            if reference is None:
-                reference, reference_channel = image, channel
-            else:
-                problem = geometry_mismatch(reference, image)
-                if problem:
-                    problems.append(f"{label}: {problem} ({channel_names[reference_channel]}'s)")
-        plan[case] = present
-    if problems:
-        shown = "\n  ".join(problems[:_MAX_REPORTED])
-        more = f"\n  ... and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
-        raise ValueError(f"cannot predict from {input_folder}:\n  {shown}{more}")
 
-    result = PreparedInput(cases=sorted(plan))
-    os.makedirs(output_folder)
-    try:
-        for case, present in plan.items():
-            reference = sitk.ReadImage(present[min(present)])  # checked whole above
-            for channel in range(len(channel_names)):
-                target = os.path.join(output_folder, f"{case}_{channel:04d}{file_ending}")
-                if channel in present:
-                    shutil.copyfile(present[channel], target)
-                    continue
-                if channel in rebuilt_channels:
-                    image, record = _rebuild_case_channel(channel_names[channel], present, channel_names,
-                                                          rebuild_settings)
-                    image.CopyInformation(reference)
-                    write_image_verified(image, target)
-                    result.rebuilt.setdefault(case, {})[channel_names[channel]] = record
-                    continue
-                zeros = sitk.Image(reference.GetSize(), sitk.sitkFloat32)
-                zeros.CopyInformation(reference)
-                write_image_verified(zeros, target)
-                result.zero_filled.setdefault(case, []).append(channel_names[channel])
-    except BaseException:
-        shutil.rmtree(output_folder, ignore_errors=True)
-        raise
-    if droppable is not None:
-        filled = {name for names in result.zero_filled.values() for name in names}
-        for name in [n for n in channel_names if n in filled and n not in droppable]:
-            cases = sorted(case for case, names in result.zero_filled.items() if name in names)
-            result.warnings.append(f"{name} zero-filled in {len(cases)} case(s) ({', '.join(cases[:5])}"
-                                   f"{', ...' if len(cases) > 5 else ''}) but the model was not trained to drop it "
-                                   f"(trained to drop: {', '.join(droppable) or 'no channel'}): expect a worse "
-                                   f"segmentation")
-    return result
+def _case_problems(case: str, present: Dict[int, str], channel_names: List[str], may_be_absent: Set[int],
+                   rebuilt_channels: Set[int], image_dimension: Optional[int]) -> List[str]:
+    """What is wrong with one case's files: an absent channel that may not be, nothing left, a channel that cannot
+    be rebuilt, an unreadable or non-finite image, a wrong dimension, geometry that differs between channels."""
+    not_allowed = [channel_names[c] for c in range(len(channel_names)) if c not in present and c not in may_be_absent]
+    if not_allowed:
+        return [f"{case}: missing file for {', '.join(not_allowed)} (allow it with --allow-missing or --missing)"]
+    if not present:
+        return [f"{case}: no channel left"]
+    problems = []
+    for channel in sorted(rebuilt_channels - set(present)):
+        lacking = [n for n in SOURCES[channel_names[channel]] if channel_names.index(n) not in present]
+        if lacking:
+            problems.append(f"{case}: cannot rebuild {channel_names[channel]}: {', '.join(lacking)} absent")
+    reference, reference_channel = None, None
+    for channel in sorted(present):
+        label = f"{case} {channel_names[channel]}"
+        try:
+            image = read_image_checked(present[channel])
+        except ImageFileError as error:  # truncated, unreadable, NaN or Inf (NIfTI included)
+            problems.append(f"{label}: {error}")
+            continue
+        dimension_problem = image_dimension_problem(image.GetDimension(), image_dimension) or (
+            f"{image.GetNumberOfComponentsPerPixel()} values per voxel (a vector image); nnU-Net reads one "
+            f"channel per file" if image.GetNumberOfComponentsPerPixel() > 1 else None)
+        if dimension_problem:
+            problems.append(f"{label}: {dimension_problem}")
+        elif reference is None:
+            reference, reference_channel = image, channel
+        else:
+            problem = geometry_mismatch(reference, image)
+            if problem:
+                problems.append(f"{label}: {problem} ({channel_names[reference_channel]}'s)")
+    return problems
+
+
+def _write_case(case: str, present: Dict[int, str], output_folder: str, channel_names: List[str], file_ending: str,
+                rebuilt_channels: Set[int], rebuild_settings: RebuildSettings, result: PreparedInput) -> None:
+    """Every channel file of one case: copied where present, else rebuilt by physics or zero-filled on the
+    geometry of the case's first present channel (recorded in `result`)."""
+    reference = sitk.ReadImage(present[min(present)])  # checked whole before
+    for channel in range(len(channel_names)):
+        target = os.path.join(output_folder, f"{case}_{channel:04d}{file_ending}")
+        if channel in present:
+            shutil.copyfile(present[channel], target)
+        elif channel in rebuilt_channels:
+            image, record = _rebuild_case_channel(channel_names[channel], present, channel_names, rebuild_settings)
+            image.CopyInformation(reference)
+            write_image_verified(image, target)
+            result.rebuilt.setdefault(case, {})[channel_names[channel]] = record
+        else:
+            zeros = sitk.Image(reference.GetSize(), sitk.sitkFloat32)
+            zeros.CopyInformation(reference)
+            write_image_verified(zeros, target)
+            result.zero_filled.setdefault(case, []).append(channel_names[channel])
+
+
+def _untrained_warnings(zero_filled: Dict[str, List[str]], channel_names: List[str],
+                        droppable: Sequence[str]) -> List[str]:
+    """One warning per channel zero-filled although the model was not trained to drop it."""
+    filled = {name for names in zero_filled.values() for name in names}
+    warnings = []
+    for name in [n for n in channel_names if n in filled and n not in droppable]:
+        cases = sorted(case for case, names in zero_filled.items() if name in names)
+        warnings.append(f"{name} zero-filled in {len(cases)} case(s) ({', '.join(cases[:5])}"
+                        f"{', ...' if len(cases) > 5 else ''}) but the model was not trained to drop it "
+                        f"(trained to drop: {', '.join(droppable) or 'no channel'}): expect a worse segmentation")
+    return warnings
 
 
 def _rebuild_case_channel(channel: str, present: Dict[int, str], channel_names: Sequence[str],

@@ -6,7 +6,7 @@ import shlex
 import signal
 import subprocess
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 
 def append_command_log(workdir: str, text: str) -> None:
@@ -30,9 +30,11 @@ def job_environment(env: Mapping[str, str], current: Mapping[str, str]) -> Dict[
 
 
 def run_logged(command: List[str], workdir: str, log_name: str, env: Mapping[str, str],
-               extra_env: Optional[Mapping[str, str]] = None) -> None:
+               extra_env: Optional[Mapping[str, str]] = None,
+               on_output: Optional[Callable[[str], None]] = None) -> None:
     """Run `command` with `env` (+ `extra_env`) and this process's job resources (`job_environment`), its output to
-    <workdir>/logs/<log_name>.log; a failure names the command and its log."""
+    <workdir>/logs/<log_name>.log (and, line by line, to `on_output` if given); a failure names the command and
+    its log."""
     append_command_log(workdir, shlex.join(command) + (f" [env {dict(extra_env)}]" if extra_env else ""))
     log_path = os.path.join(workdir, "logs", f"{log_name}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -40,8 +42,13 @@ def run_logged(command: List[str], workdir: str, log_name: str, env: Mapping[str
         # its own process group, so that an interrupted harness (Ctrl-C, a job preempted and requeued) stops the
         # command together with its workers (nnU-Net's augmentation processes) instead of leaving them training
         process = subprocess.Popen(command, env={**job_environment(env, os.environ), **(extra_env or {})},
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                   stdout=log if on_output is None else subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True, text=on_output is not None)
         try:
+            if on_output is not None:
+                for line in process.stdout:
+                    log.write(line)
+                    on_output(line)
             code = process.wait()
         finally:
             if process.poll() is None:

@@ -4,12 +4,13 @@ Spread: `std_runs` is the standard deviation across runs (folds/seeds) of a run'
 standard deviation of the per-case Dice pooled over runs. A method is called better or worse than the
 baseline only where the difference of the run means exceeds the sum of their run-to-run stds.
 """
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
+from nnunet_ext.experiments.comparison import verdict
 from nnunet_ext.experiments.records import write_table_files
-from nnunet_ext.experiments.settings import PAPER, PROBABILITIES, Profile, TableSetting
+from nnunet_ext.experiments.stroke.settings import PAPER, PROBABILITIES, Profile, TableSetting
 
 ROWS = ("all", "missing", "rebuilt")  # 'rebuilt' only where the harness predicted it (Harness.rebuild_row)
 
@@ -42,16 +43,6 @@ def summarize_cell(runs: List[Dict]) -> Dict:
     return summary
 
 
-def verdict(method: Dict, baseline: Dict) -> str:
-    """'better', 'worse' or 'no clear difference' for one row's average; not judged from a single run."""
-    if min(method["runs"], baseline["runs"]) < 2:
-        return "not judged (fewer than 2 runs: no run-to-run spread)"
-    difference = method["mean"] - baseline["mean"]
-    if abs(difference) <= method["std_runs"] + baseline["std_runs"]:
-        return "no clear difference"
-    return "better" if difference > 0 else "worse"
-
-
 def effect_check(summaries: Dict[str, Dict], baseline_key: str) -> Dict:
     """The issue's bar: the baseline loses >= 10 % of its Dice with the channel missing, and dropout methods
     keep >= 95 % of their full-channel Dice."""
@@ -68,6 +59,27 @@ def effect_check(summaries: Dict[str, Dict], baseline_key: str) -> Dict:
 
 def _fmt(stats: Dict) -> str:
     return f"{stats['mean']:.3f} ± {stats['std_runs']:.3f}"
+
+
+def _verdict_lines(table: TableSetting, summaries: Dict[str, Dict], labels: Dict[str, str], order: List[str],
+                   baseline_key: str) -> Tuple[List[str], Dict[str, str], Dict[str, str]]:
+    """(markdown lines, verdicts against the baseline with the droppable channel absent, verdicts of the rebuilt
+    channel against zero-filling it with the same model)."""
+    lines, verdicts = [], {}
+    if baseline_key in summaries:
+        lines += ["", f"Against {labels[baseline_key]} (row 2, average):", ""]
+        for key in order:
+            if key == baseline_key:
+                continue
+            verdicts[key] = verdict(summaries[key]["missing"]["average"], summaries[baseline_key]["missing"]["average"])
+            lines.append(f"- {labels[key]}: {verdicts[key]}")
+    rebuild_verdicts = {key: verdict(summaries[key]["rebuilt"]["average"], summaries[key]["missing"]["average"])
+                        for key in order if "rebuilt" in summaries[key]}
+    if rebuild_verdicts:
+        lines += ["", f"{table.droppable} rebuilt vs zero-filled, same model (average):", ""]
+        lines += [f"- {labels[key]}: {summaries[key]['rebuilt']['average']['mean']:.3f} vs "
+                  f"{summaries[key]['missing']['average']['mean']:.3f}: {text}" for key, text in rebuild_verdicts.items()]
+    return lines, verdicts, rebuild_verdicts
 
 
 def write_report(table: TableSetting, profile: Profile, summaries: Dict[str, Dict], labels: Dict[str, str],
@@ -113,20 +125,8 @@ def write_report(table: TableSetting, profile: Profile, summaries: Dict[str, Dic
                              "average_mean": stats["average"]["mean"], "average_std_runs": stats["average"]["std_runs"],
                              "average_std_cases": stats["average"]["std_cases"], "runs": stats["average"]["runs"],
                              "paper_average": paper_value})
-    verdicts = {}
-    if baseline_key in summaries:
-        lines += ["", f"Against {labels[baseline_key]} (row 2, average):", ""]
-        for key in order:
-            if key == baseline_key:
-                continue
-            verdicts[key] = verdict(summaries[key]["missing"]["average"], summaries[baseline_key]["missing"]["average"])
-            lines.append(f"- {labels[key]}: {verdicts[key]}")
-    rebuild_verdicts = {key: verdict(summaries[key]["rebuilt"]["average"], summaries[key]["missing"]["average"])
-                        for key in order if "rebuilt" in summaries[key]}
-    if rebuild_verdicts:
-        lines += ["", f"{table.droppable} rebuilt vs zero-filled, same model (average):", ""]
-        lines += [f"- {labels[key]}: {summaries[key]['rebuilt']['average']['mean']:.3f} vs "
-                  f"{summaries[key]['missing']['average']['mean']:.3f}: {text}" for key, text in rebuild_verdicts.items()]
+    verdict_lines, verdicts, rebuild_verdicts = _verdict_lines(table, summaries, labels, order, baseline_key)
+    lines += verdict_lines
     check = effect_check(summaries, baseline_key)
     lines += ["", f"Effect check: baseline keeps {check['baseline_kept_fraction']} of its Dice with "
                   f"{table.droppable} absent (the bar: <= 0.9); methods keep {check['methods_kept_fraction']} "

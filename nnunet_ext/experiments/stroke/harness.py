@@ -15,12 +15,11 @@ from nnunet_ext.data.diffusion import SOURCES
 from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.evaluation.folders import dice_per_case
-from nnunet_ext.experiments.datasets import dataset_folder, derive_dataset
+from nnunet_ext.experiments.datasets import derive_dataset
 from nnunet_ext.experiments.jobs import Task
 from nnunet_ext.experiments.locks import run_lock
-from nnunet_ext.experiments.records import run_logged
-from nnunet_ext.experiments.settings import Cell, Profile, TableSetting
-from nnunet_ext.paths import nnunet_environment, nnunet_folders
+from nnunet_ext.experiments.stroke.settings import Cell, Profile, TableSetting
+from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 from nnunet_ext.provenance import provenance
 
 SOURCE_ID = 510
@@ -40,23 +39,19 @@ class Harness:
         if not self.cells:
             raise ValueError(f"no cell of Table {table.number} matches methods={methods}, "
                              f"probabilities={probabilities}")
-        self.paths = nnunet_folders(self.workdir)
         budget = {"NNUNET_EXT_ITERATIONS_PER_EPOCH": profile.iterations_per_epoch,
                   "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": profile.val_iterations_per_epoch}
-        # nnU-Net's own validation after training is skipped: the harness evaluates on the test set itself
-        self.env = nnunet_environment(**self.paths, nnUNet_compile="false", NNUNET_EXT_FINAL_VALIDATION="0",
-                                      **{k: str(v) for k, v in budget.items() if v is not None})
-        self.env.pop("NNUNET_EXT_DROPPABLE_CHANNELS", None)  # the derived dataset.json decides
+        # nnU-Net's own validation after training is skipped: the harness evaluates on the test set itself; the
+        # derived dataset.json decides the droppable channels
+        self.workspace = Workspace(self.workdir, {"NNUNET_EXT_FINAL_VALIDATION": "0",
+                                                  **{k: str(v) for k, v in budget.items() if v is not None}},
+                                   unset=("NNUNET_EXT_DROPPABLE_CHANNELS",))
+        self.paths = self.workspace.paths
         # a row with the droppable channel rebuilt by physics (nnunet_ext.data.diffusion) where the table has the
         # two channels it is made from, on images that obey the equation: the physical cohort or real data
         sources = SOURCES.get(table.droppable, ())
         self.rebuild_row = bool(sources) and all(c in table.channels for c in sources) and (
             profile.physics or source is not None)
-        os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
-
-    # ---- commands ----------------------------------------------------------------------------------------
-    def run_command(self, command: List[str], log_name: str, extra_env: Optional[Dict[str, str]] = None) -> None:
-        run_logged(command, self.workdir, log_name, self.env, extra_env)
 
     # ---- datasets ----------------------------------------------------------------------------------------
     def source_dataset(self) -> str:
@@ -67,7 +62,7 @@ class Harness:
                           test_per_center=self.profile.test_per_center, seed=self.profile.seed,
                           shine_through_dwi=self.profile.shine_through_dwi, lesion_b0=self.profile.lesion_b0,
                           physics=self.profile.physics)
-        existing = dataset_folder(self.paths["nnUNet_raw"], SOURCE_ID)
+        existing = self.workspace.raw_dataset(SOURCE_ID)
         if existing:
             with open(os.path.join(existing, "cohort.json")) as f:
                 stored = json.load(f)["spec"]
@@ -75,7 +70,7 @@ class Harness:
                 raise ValueError(f"{existing} was generated for another profile ({stored}); profile "
                                  f"{self.profile.name!r} needs {asdict(spec)}: use another --workdir")
             return existing
-        with run_lock(os.path.join(self.workdir, "locks", f"dataset_{SOURCE_ID}.lock")):
+        with self.workspace.lock(f"dataset_{SOURCE_ID}"):
             self.log(f"generating the synthetic cohort ({spec.folder_name})")
             return write_cohort(spec, self.paths["nnUNet_raw"], progress=False)
 
@@ -83,32 +78,30 @@ class Harness:
         """(dataset id, raw folder) of a dataset variant, derived, planned and preprocessed if needed; under a lock
         per dataset, so that two harnesses on one workdir never plan one dataset at once."""
         dataset_id = DATASET_IDS[(self.table.number, variant)]
-        raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
+        raw = self.workspace.raw_dataset(dataset_id)
         if raw is not None and self._planned(raw):  # the usual case in a job: nothing to do, no lock to take
             return dataset_id, raw
-        with run_lock(os.path.join(self.workdir, "locks", f"dataset_{dataset_id}.lock")):
+        with self.workspace.lock(f"dataset_{dataset_id}"):
             return self._dataset(variant, dataset_id)
 
     def _planned(self, raw: str) -> bool:
-        preprocessed = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
+        preprocessed = self.workspace.preprocessed(raw)
         return all(os.path.isfile(os.path.join(preprocessed, f"{plans}.json"))
                    for plans in ("nnUNetPlans", self.plans))
 
     def _dataset(self, variant: str, dataset_id: int) -> Tuple[int, str]:
-        raw = dataset_folder(self.paths["nnUNet_raw"], dataset_id)
+        raw = self.workspace.raw_dataset(dataset_id)
         if raw is None:
             held_out = self.table.unseen_center if variant == "unseen_held_out" else None
             name = f"Table{self.table.number}_{variant}"
             raw = derive_dataset(self.source_dataset(), self.paths["nnUNet_raw"], dataset_id, name,
                                  self.table.channels, self.table.droppable, held_out)
-        preprocessed = os.path.join(self.paths["nnUNet_preprocessed"], os.path.basename(raw))
-        if not os.path.isfile(os.path.join(preprocessed, "nnUNetPlans.json")):
+        if not os.path.isfile(os.path.join(self.workspace.preprocessed(raw), "nnUNetPlans.json")):
             self.log(f"planning and preprocessing {os.path.basename(raw)}")
-            # the planner calls torch.set_num_threads(nnUNet_n_proc_DA), which must be >= 1
-            self.run_command(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "3d_fullres", "-np", "2",
-                              "--verify_dataset_integrity"], f"plan_{dataset_id}", {"nnUNet_n_proc_DA": "2"})
-        if self.profile.cpu_plans and not os.path.isfile(os.path.join(preprocessed, "nnUNetPlans_CPU.json")):
-            self.run_command(["nnunet_ext_plan_cpu", "-d", str(dataset_id)], f"plan_cpu_{dataset_id}")
+            self.workspace.plan_and_preprocess(dataset_id, verify=True)
+        if self.profile.cpu_plans and not os.path.isfile(os.path.join(self.workspace.preprocessed(raw),
+                                                                      "nnUNetPlans_CPU.json")):
+            self.workspace.run(["nnunet_ext_plan_cpu", "-d", str(dataset_id)], f"plan_cpu_{dataset_id}")
         return dataset_id, raw
 
     @property
@@ -134,37 +127,26 @@ class Harness:
     def _train_and_evaluate(self, cell: Cell, fold: int, path: str) -> Dict:
         started = time.time()
         dataset_id, raw = self.dataset(cell.dataset_variant)
-        trainer = cell.trainer(self.profile.epochs)
+        model = TrainedModel(dataset_id, os.path.basename(raw), cell.trainer(self.profile.epochs), self.plans, fold)
         seed = self.profile.seed + fold
         tag = f"t{self.table.number}_{cell.key}_f{fold}"
-        results = os.path.join(self.paths["nnUNet_results"], os.path.basename(raw),
-                               f"{trainer}__{self.plans}__3d_fullres", f"fold_{fold}")
-        if not os.path.isfile(os.path.join(results, "checkpoint_final.pth")):
-            self.log(f"training {cell.label} (fold {fold}): {trainer}")
-            resume = ["--c"] if os.path.isfile(os.path.join(results, "checkpoint_latest.pth")) else []
-            self.run_command(["nnUNetv2_train", str(dataset_id), "3d_fullres", str(fold), "-p", self.plans,
-                              "-tr", trainer, "-device", self.profile.device, *resume], f"train_{tag}",
-                             {"NNUNET_EXT_SEED": str(seed), "nnUNet_n_proc_DA": "1"})
+        if not self.workspace.is_trained(model):
+            self.log(f"training {cell.label} (fold {fold}): {model.trainer}")
+        self.workspace.train(model, f"train_{tag}", self.profile.device,
+                             extra_env={"NNUNET_EXT_SEED": str(seed), "nnUNet_n_proc_DA": "1"})
         rows = {}
-        run_folder = os.path.dirname(path)
         predictions = [("all", []), ("missing", ["--missing", self.table.droppable])]
         if self.rebuild_row:  # the droppable channel discarded and rebuilt by physics from the two others
             predictions.append(("rebuilt", ["--missing", self.table.droppable, "--rebuild", self.table.droppable]))
         for row, options in predictions:
-            output = os.path.join(run_folder, f"fold_{fold}_pred_{row}")
-            done = os.path.join(output, ".complete")
-            if not os.path.isfile(done):
-                command = ["nnunet_ext_predict", "-i", os.path.join(raw, "imagesTs"), "-o", output,
-                           "-d", str(dataset_id), "-c", "3d_fullres", "-f", str(fold), "-p", self.plans,
-                           "-tr", trainer, "-device", self.profile.device, "--disable_tta",
-                           "-npp", "0", "-nps", "0",  # sequential: worker processes cost seconds of start-up each
-                           *options]
-                self.run_command(command, f"predict_{tag}_{row}")
-                open(done, "w").close()
-            rows[row] = dice_per_case(output, os.path.join(raw, "labelsTs"))
+            output = os.path.join(os.path.dirname(path), f"fold_{fold}_pred_{row}")
+            command = self.workspace.predict_command(model, os.path.join(raw, "imagesTs"), output,
+                                                     self.profile.device, options=options)
+            rows[row] = dice_per_case(self.workspace.predict(command, f"predict_{tag}_{row}"),
+                                      os.path.join(raw, "labelsTs"))
         with open(os.path.join(raw, "case_centers.json")) as f:
             centers = json.load(f)
-        result = {"table": self.table.number, "cell": asdict(cell), "fold": fold, "trainer": trainer,
+        result = {"table": self.table.number, "cell": asdict(cell), "fold": fold, "trainer": model.trainer,
                   "dataset_id": dataset_id, "dice": rows, "case_centers": {c: centers[c] for c in rows["all"]},
                   "profile": asdict(self.profile), "provenance": provenance(seed=seed),
                   "timing": {"started": started, "finished": time.time(), "host": socket.gethostname()}}
