@@ -28,6 +28,7 @@ LOCAL_TIME_LIMIT_MIN = 30 * 24 * 60  # local jobs have no scheduler limit; submi
 MAX_REQUEUES_ON_TIME_LIMIT = 10      # preemptions do not count (submitit); time limits do
 SIGNAL_DELAY_S = 90                  # submitit's default: USR2 this long before a SLURM job's time limit
 POLL_SECONDS = 2.0
+PROGRESS_SECONDS = 60.0  # a progress line per running job at most this often (when it has changed)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,8 @@ def _run_locally(executor: submitit.LocalExecutor, tasks: List[Task], settings: 
     waiting = list(tasks)
     running: Dict[int, Tuple[Task, submitit.Job]] = {}
     failed: Dict[str, str] = {}
+    shown: Dict[str, str] = {}
+    next_progress = time.time() + PROGRESS_SECONDS
     while waiting or running:
         for slot in range(len(cpu_blocks)):
             if slot in running or not waiting:
@@ -229,8 +232,32 @@ def _run_locally(executor: submitit.LocalExecutor, tasks: List[Task], settings: 
             else:
                 failed[task.name] = f"{_last_error_line(error)} (log {job.paths.stdout}, {job.paths.stderr})"
                 log(f"FAILED {task.name}: {failed[task.name]}")
+        if running and time.time() >= next_progress:
+            _log_progress([task for task, _ in running.values()], shown, log)
+            next_progress = time.time() + PROGRESS_SECONDS
         time.sleep(POLL_SECONDS if running else 0)
     return failed
+
+
+def task_progress(task: Task) -> Optional[str]:
+    """What a running task's target says of its progress (`target.progress_line(method, *args)`, e.g. a harness
+    reading nnU-Net's training log), or None; a target without it, or one that fails to say, gives None."""
+    describe = getattr(task.target, "progress_line", None)
+    if describe is None:
+        return None
+    try:
+        return describe(task.method, *task.args)
+    except Exception:  # a progress line must never stop the jobs it describes
+        return None
+
+
+def _log_progress(tasks: Sequence[Task], shown: Dict[str, str], log) -> None:
+    """One line per running task whose progress changed since it was last shown."""
+    for task in tasks:
+        line = task_progress(task)
+        if line and shown.get(task.name) != line:
+            shown[task.name] = line
+            log(f"  {task.name}: {line}")
 
 
 def _last_error_line(error: Exception) -> str:

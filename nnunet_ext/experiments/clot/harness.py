@@ -28,6 +28,7 @@ from nnunet_ext.experiments.clot.report import dwi_swap_note, lesion_note
 from nnunet_ext.experiments.clot.rows import LESION_NETWORK, Network, Row, row_networks, table_rows
 from nnunet_ext.experiments.clot.test_data import DWI_SWAPPED
 from nnunet_ext.experiments.jobs import Task
+from nnunet_ext.experiments.progress import fold_progress
 from nnunet_ext.networks.clot_networks import ATTENTION_MODELS
 from nnunet_ext.postprocessing.clot import parse_step
 from nnunet_ext.postprocessing.folders import postprocess_folder
@@ -258,6 +259,17 @@ class ClotHarness:
             return []
         return [[Task("clot tables: datasets, plans, inputs", self, "prepare", dict(selection), lesion_source)],
                 trainings, evaluations]
+
+    def progress_line(self, method: str, *args) -> Optional[str]:
+        """For the jobs' progress lines: the training a `train_chain` job is at (None for other jobs)."""
+        if method != "train_chain":
+            return None
+        networks, run = args
+        for network in networks:
+            if not self.workspace.is_trained(self.models.model(network, run)):
+                progress = fold_progress(self.models.fold_folder(network, run), self.profile.epochs)
+                return f"{network.key}: " + (progress.line() if progress else "starting")
+        return None
 
     def _dwi_swap_notes(self, rows: Sequence[Row]) -> List[str]:
         """One note per attention model of the table: does it use DWI (its predictions with another case's DWI)?"""

@@ -18,6 +18,7 @@ from nnunet_ext.evaluation.folders import dice_per_case
 from nnunet_ext.experiments.datasets import derive_dataset
 from nnunet_ext.experiments.jobs import Task
 from nnunet_ext.experiments.locks import run_lock
+from nnunet_ext.experiments.progress import fold_progress
 from nnunet_ext.experiments.stroke.settings import Cell, Profile, TableSetting
 from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 from nnunet_ext.provenance import provenance
@@ -171,6 +172,21 @@ class Harness:
         return [[Task(f"Table {self.table.number}: datasets", self, "prepare")],
                 [Task(f"Table {self.table.number}: {cell.key} fold {fold}", self, "run_cell", cell, fold)
                  for cell, fold in pending]]
+
+    def progress_line(self, method: str, *args) -> Optional[str]:
+        """For the jobs' progress lines: how far a `run_cell` job's training is (None once it has trained)."""
+        if method != "run_cell":
+            return None
+        cell, fold = args
+        dataset_id = DATASET_IDS[(self.table.number, cell.dataset_variant)]
+        raw = self.workspace.raw_dataset(dataset_id)
+        if raw is None:
+            return "preparing"
+        model = TrainedModel(dataset_id, os.path.basename(raw), cell.trainer(self.profile.epochs), self.plans, fold)
+        if self.workspace.is_trained(model):
+            return None
+        progress = fold_progress(self.workspace.fold_folder(model), self.profile.epochs)
+        return progress.line() if progress else "starting"
 
     def finished_results(self) -> List[Dict]:
         return [self.run_cell(c, f) for f in range(self.runs) for c in self.cells

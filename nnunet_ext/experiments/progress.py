@@ -1,0 +1,64 @@
+"""How far a training has come, read from nnU-Net's own training log: for the harnesses' progress lines while
+their jobs run (a training of the clot tables takes tens of minutes, a run of Tables 5-7 hours)."""
+import glob
+import os
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+_EPOCH = re.compile(r"^\S+ \S+ Epoch (\d+)\s*$", re.MULTILINE)
+_PSEUDO_DICE = re.compile(r"Pseudo dice \[(.*)\]")
+_EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
+RECENT_EPOCHS = 10
+_NUMBER = re.compile(r"(?:np\.float\d+\()?(-?[0-9.]+(?:e-?\d+)?|nan)\)?")
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    epoch: int                        # the epoch running now (0-based, as nnU-Net logs it)
+    epochs: int                       # of the training
+    pseudo_dice: Optional[float]      # the last validation pseudo Dice (mean over the foreground classes)
+    seconds_per_epoch: Optional[float]  # mean of the last RECENT_EPOCHS epoch times (the machine's load now)
+
+    @property
+    def seconds_left(self) -> Optional[float]:
+        if self.seconds_per_epoch is None:
+            return None
+        return max(0, self.epochs - self.epoch) * self.seconds_per_epoch
+
+    def line(self) -> str:
+        """'epoch 41/400, pseudo Dice 0.52, ~15 min left'."""
+        parts = [f"epoch {self.epoch}/{self.epochs}"]
+        if self.pseudo_dice is not None:
+            parts.append(f"pseudo Dice {self.pseudo_dice:.2f}")
+        if self.seconds_left is not None:
+            parts.append(f"~{self.seconds_left / 60:.0f} min left")
+        return ", ".join(parts)
+
+
+def training_progress(log_text: str, epochs: int) -> Optional[TrainingProgress]:
+    """The progress in one nnU-Net training log (None before its first epoch)."""
+    started = [int(e) for e in _EPOCH.findall(log_text)]
+    if not started:
+        return None
+    dice = None
+    pseudo = _PSEUDO_DICE.findall(log_text)
+    if pseudo:
+        values = [float(v) for v in _NUMBER.findall(pseudo[-1])]
+        dice = sum(values) / len(values) if values else None
+    times = [float(t) for t in _EPOCH_TIME.findall(log_text)][-RECENT_EPOCHS:]
+    return TrainingProgress(started[-1], epochs, dice, sum(times) / len(times) if times else None)
+
+
+def latest_training_log(fold_folder: str) -> Optional[str]:
+    """The newest training_log_*.txt of a fold folder (a run continued with --c starts a new one)."""
+    logs = glob.glob(os.path.join(fold_folder, "training_log_*.txt"))
+    return max(logs, key=os.path.getmtime) if logs else None
+
+
+def fold_progress(fold_folder: str, epochs: int) -> Optional[TrainingProgress]:
+    log = latest_training_log(fold_folder)
+    if log is None:
+        return None
+    with open(log, errors="replace") as f:
+        return training_progress(f.read(), epochs)
