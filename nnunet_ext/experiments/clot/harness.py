@@ -41,6 +41,17 @@ def dwi_swap_networks(rows: Sequence[Row]) -> List[Network]:
     return list(found)
 
 
+def finished_or_computed(path: str, compute: Callable[[], Dict]) -> Dict:
+    """The result file at `path` where a run finished it before; else `compute()`, written whole (complete or
+    absent: a finished result is one that has its file)."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    result = compute()
+    write_json_files({path: result})
+    return result
+
+
 class ClotHarness:
     """Tables 5-7 from the models (models.py): post-processing, evaluation, the result files of every (row, run),
     the tables read from them, and the same work as jobs."""
@@ -95,10 +106,9 @@ class ClotHarness:
 
     def run_row(self, row: Row, run: int) -> Dict:
         """Run `run` of one row (its file when it has finished before)."""
-        path = self.result_path(row, run)
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
+        return finished_or_computed(self.result_path(row, run), lambda: self._evaluate_row(row, run))
+
+    def _evaluate_row(self, row: Row, run: int) -> Dict:
         prediction = self.models.predict(row.network, row.test_set, row.phase, run)
         folder = self.postprocess(row, prediction, run)
         per_case, summary = self.evaluate(folder, "clot", row.test_set)
@@ -115,7 +125,6 @@ class ClotHarness:
                   "folders": {"prediction": prediction, "evaluated": folder}, "commands": commands,
                   "profile": asdict(self.profile), "provenance": provenance(seed=self.models.seed(run),
                                                                             command=self.command)}
-        write_json_files({path: result})
         return result
 
     def lesion_result_path(self, test_set: str, run: int) -> str:
@@ -123,17 +132,16 @@ class ClotHarness:
 
     def lesion_model_result(self, test_set: str, run: int) -> Dict:
         """Dice of run `run`'s lesion model, the one that feeds that run's Lesion step (reported beside Table 6)."""
-        path = self.lesion_result_path(test_set, run)
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
+        return finished_or_computed(self.lesion_result_path(test_set, run),
+                                    lambda: self._evaluate_lesion_model(test_set, run))
+
+    def _evaluate_lesion_model(self, test_set: str, run: int) -> Dict:
         folder = self.models.predict(LESION_NETWORK, test_set, "present", run)
         per_case, summary = self.evaluate(folder, "lesion", test_set)
         result = {"key": LESION_NETWORK.key, "run": run, "dice": summary["1"]["all"]["dice"], "summary": summary,
                   "commands": [shlex.join(self.models.train_command(LESION_NETWORK, run)),
                                shlex.join(self.models.predict_command(LESION_NETWORK, test_set, "present", run))],
                   "provenance": provenance(seed=self.models.seed(run), command=self.command)}
-        write_json_files({path: result})
         return result
 
     def dwi_swap_result_path(self, network: Network, run: int) -> str:
@@ -143,10 +151,9 @@ class ClotHarness:
         """Run `run` of the DWI-swap check of one attention model on the A+B test cases: its predictions with each
         case's own DWI against those with another case's DWI (agreement Dice per case; a model that ignores DWI
         gives 1.0 everywhere), and the clot Dice of both."""
-        path = self.dwi_swap_result_path(network, run)
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
+        return finished_or_computed(self.dwi_swap_result_path(network, run), lambda: self._swap_dwi(network, run))
+
+    def _swap_dwi(self, network: Network, run: int) -> Dict:
         own = self.models.predict(network, "AB", "present", run)
         swapped = self.models.predict(network, "AB", DWI_SWAPPED, run)
         per_case = []
@@ -164,7 +171,6 @@ class ClotHarness:
                   "commands": [shlex.join(self.models.predict_command(network, "AB", p, run)) for p in ("present",
                                                                                              DWI_SWAPPED)],
                   "provenance": provenance(seed=self.models.seed(run), command=self.command)}
-        write_json_files({path: result})
         return result
 
     # ---- tables --------------------------------------------------------------------------------------------
