@@ -5,6 +5,7 @@ import csv
 import importlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -399,6 +400,9 @@ def test_ci_tables_have_their_rows_and_sane_metrics_over_two_runs(ci_run):
     assert "not run" not in md6 + md7 and "of 2 missing" not in md6 and "Verdicts" in md6
     assert [r["missing"] for r in csv7] == ["run 2 of 2 missing"] * 6  # --runs 1
     assert "## Beside" not in md6  # the ci profile is on the easy preset: nothing beside by default
+    # one epoch per training: each run's course is that epoch's pseudo Dice, read from nnU-Net's logs
+    assert re.search(r"Validation pseudo Dice during training .*UpAttLLSTM_s8: run 1 best \d\.\d\d \(epoch 0\), last 1 "
+                     r"epochs \d\.\d\d, 0 epochs at 0 after the best; run 2 best", md6)
     for saved, runs in ((json7, 1), (json6, 2)):
         assert saved["profile"]["name"] == "ci" and saved["provenance"]["versions"]["nnunetv2"]
         assert saved["command"].startswith("nnunet_ext_reproduce_clot --table")

@@ -1,11 +1,14 @@
 """Progress lines of running jobs, read from nnU-Net's training logs."""
 import os
 
+import pytest
+
 from nnunet_ext.experiments.clot.harness import ClotHarness
 from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES
 from nnunet_ext.experiments.clot.rows import Network
 from nnunet_ext.experiments.jobs import Task, _log_progress, task_progress
-from nnunet_ext.experiments.progress import fold_progress, training_progress
+from nnunet_ext.experiments.progress import (fold_progress, pseudo_dice_history, training_progress,
+                                             validation_course)
 
 # the lines nnU-Net writes, with its timestamps; epoch 2 has started and has no time yet
 LOG = """2026-12-05 21:00:00.000001: Epoch 0 
@@ -81,3 +84,27 @@ def test_the_stroke_harness_says_how_far_a_cell_s_training_is(tmp_path):
     assert PROFILES["quick"].epochs == 8  # 6 epochs to go at 90 s: 9 min
     assert harness.progress_line("run_cell", cell, 0) == "epoch 2/8, pseudo Dice 0.50, ~9 min left"
     assert harness.progress_line("prepare") is None
+
+
+def test_the_validation_course_of_a_training_over_its_logs():
+    # a run continued with --c: its second log repeats epoch 1 (the later value counts) and goes on
+    resumed = """2026-12-05 22:00:00.000001: Epoch 1 
+2026-12-05 22:00:01.000002: Pseudo dice [np.float32(0.8)] 
+2026-12-05 22:00:02.000003: Epoch 2 
+2026-12-05 22:00:03.000004: Pseudo dice [np.float32(0.0)] 
+2026-12-05 22:00:04.000005: Epoch 3 
+2026-12-05 22:00:05.000006: Pseudo dice [np.float32(0.0)] 
+2026-12-05 22:00:06.000007: Epoch 4 
+2026-12-05 22:00:07.000008: Pseudo dice [np.float32(0.3), np.float32(nan)] 
+2026-12-05 22:00:08.000009: Epoch 5 
+2026-12-05 22:00:09.000010: Pseudo dice [np.float32(nan)] 
+"""
+    history = pseudo_dice_history([LOG, resumed])
+    assert list(history) == [0, 1, 2, 3, 4] and history[1] == 0.8 and history[0] == 0.0
+    assert history[4] == 0.3 and 5 not in history  # nan: a class neither in the batches nor predicted
+    history = {0: 0.0, 1: 0.5, 2: 0.8, 3: 0.0, 4: 0.0, 5: 0.4}
+    course = validation_course(history, window=3)
+    assert (course.best, course.best_epoch, course.zero_after_best) == (0.8, 2, 2)
+    assert course.last_mean == pytest.approx(0.4 / 3)
+    assert course.text() == "best 0.80 (epoch 2), last 3 epochs 0.13, 2 epochs at 0 after the best"
+    assert validation_course({}) is None

@@ -24,11 +24,11 @@ from nnunet_ext.experiments.clot.aggregate import table_metrics
 from nnunet_ext.experiments.clot.datasets import run_fold
 from nnunet_ext.experiments.clot.models import ClotModels
 from nnunet_ext.experiments.clot.profiles import STEPS, THRESHOLD, ClotProfile
-from nnunet_ext.experiments.clot.report import dwi_swap_note, lesion_note
+from nnunet_ext.experiments.clot.report import dwi_swap_note, lesion_note, validation_note
 from nnunet_ext.experiments.clot.rows import LESION_NETWORK, Network, Row, row_networks, table_rows
 from nnunet_ext.experiments.clot.test_data import DWI_SWAPPED
 from nnunet_ext.experiments.jobs import Task
-from nnunet_ext.experiments.progress import fold_progress
+from nnunet_ext.experiments.progress import fold_progress, fold_validation_course
 from nnunet_ext.networks.clot_networks import ATTENTION_MODELS
 from nnunet_ext.postprocessing.clot import parse_step
 from nnunet_ext.postprocessing.folders import postprocess_folder
@@ -187,7 +187,8 @@ class ClotHarness:
             rows = table_rows(table, self.profile, models, lesion_source)
             results = {row.key: [self.run_row(row, run) if os.path.isfile(self.result_path(row, run)) else None
                                  for run in runs] for row in rows}
-            reports[table] = (rows, results, self._lesion_notes(rows) + self._dwi_swap_notes(rows))
+            reports[table] = (rows, results, self._lesion_notes(rows) + self._dwi_swap_notes(rows) +
+                              self._validation_notes(rows))
         return reports
 
     def _last_run(self, up_to_run: Optional[int]) -> int:
@@ -276,6 +277,19 @@ class ClotHarness:
                 progress = fold_progress(self.models.fold_folder(network, run), self.profile.epochs)
                 return f"{network.key}: " + (progress.line() if progress else "starting")
         return None
+
+    def _validation_notes(self, rows: Sequence[Row]) -> List[str]:
+        """How each trained network's validation pseudo Dice went, per run (read from nnU-Net's training logs)."""
+        courses = {}
+        for network in row_networks(rows, self.profile):
+            runs = []
+            for run in range(1, self.profile.runs + 1):
+                course = (fold_validation_course(self.models.fold_folder(network, run))
+                          if self.workspace.is_trained(self.models.model(network, run)) else None)
+                if course is not None:
+                    runs.append((run, course))
+            courses[network.key] = runs
+        return [validation_note(courses)] if any(courses.values()) else []
 
     def _dwi_swap_notes(self, rows: Sequence[Row]) -> List[str]:
         """One note per attention model of the table: does it use DWI (its predictions with another case's DWI)?"""

@@ -10,6 +10,7 @@ from nnunet_ext.experiments.clot.paper_numbers import PaperRow
 from nnunet_ext.experiments.clot.profiles import (GRADUAL, NNUNET, PAPER_MIN_SIZE_PX, PAPER_PIXEL_MM,
                                                   PREDICTION_CHECKPOINT, TEST_SET_LABELS, THRESHOLD, ClotProfile)
 from nnunet_ext.experiments.clot.rows import Row, table_comparisons
+from nnunet_ext.experiments.progress import ValidationCourse
 from nnunet_ext.experiments.records import write_table_files
 
 METRIC_TITLES = {"fp_count": "FP n", "fp_size_mm3": "FP size", "fn_count": "FN n", "fn_size_mm3": "FN size",
@@ -155,6 +156,14 @@ def lesion_note(trainer: str, dice: Sequence[Optional[float]]) -> str:
         "-" if d is None else f"{d:.2f}" for d in dice) + ")"
     return (f"Lesion model ({trainer}, DWI only, one per run): mean lesion Dice {text} on the A+B test cases" +
             (f"; run(s) {', '.join(missing)} of {len(dice)} missing or without a lesion Dice" if missing else "") + ".")
+
+
+def validation_note(courses: Mapping[str, Sequence[Tuple[int, ValidationCourse]]]) -> str:
+    """Network key -> (run, its training's validation course) for the trained runs, as one note."""
+    parts = [f"{key}: " + "; ".join(f"run {run} {course.text()}" for run, course in runs)
+             for key, runs in courses.items() if runs]
+    return ("Validation pseudo Dice during training (nnU-Net's, on the one validation case; every model predicts "
+            f"with its {PREDICTION_CHECKPOINT}): " + ". ".join(parts) + ".")
 
 
 HEADER = ["#", "model", "test set", "PHASE", "post-proc.", "runs"] + [
