@@ -1,6 +1,7 @@
 """The trainer's hooks in process: dropout reaches the network in train_step only, never in validation."""
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -78,3 +79,24 @@ def test_bad_probability_stops_the_trainer_before_any_folder_is_written(trainer_
     with pytest.raises(ValueError, match="drop probability must be in \\[0, 1\\], got 1.5"):
         trainer_factory(bad)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_fresh_start_over_another_training_s_settings_is_refused(trainer_factory, tmp_path, monkeypatch):
+    """Without --c, a run with other settings would leave the folder with the old run's checkpoints beside the new
+    run's settings until it saves its own; the same settings are a restart and are allowed."""
+    trainer_class = trainer_variant("nnUNetTrainerNoDropout_8epochs")
+    monkeypatch.setenv("NNUNET_EXT_ITERATIONS_PER_EPOCH", "3")
+    first = trainer_factory(trainer_class)
+    first.write_settings_file()
+    before = sorted(os.listdir(first.output_folder))
+    trainer_factory(trainer_class)  # the same settings: a restart
+    monkeypatch.setenv("NNUNET_EXT_ITERATIONS_PER_EPOCH", "4")
+    time.sleep(1.1)  # nnU-Net names its logs by the second
+    logs = sorted(os.listdir(first.output_folder))
+    with pytest.raises(ValueError, match="holds a training with other settings than this one \\(there vs now: "
+                                         "num_iterations_per_epoch: 3 vs 4\\); starting afresh would mix"):
+        trainer_factory(trainer_class)
+    assert sorted(os.listdir(first.output_folder)) == logs  # nothing left of the refused run
+    assert "nnunet_ext_settings.json" in before
+    monkeypatch.setenv("NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS", "1")
+    assert trainer_factory(trainer_class).num_iterations_per_epoch == 4

@@ -107,6 +107,17 @@ def resume_settings(current: Dict, from_file: Optional[Dict], from_checkpoint: O
     return chosen, None
 
 
+def check_fresh_start(current: Dict, stored: Dict, settings_path: str, override: bool = False) -> None:
+    """A fresh training (no --c) into a fold folder that holds another training's settings file: refused when the
+    settings differ, because until the new run has saved its own checkpoints the folder would hold the old run's
+    weights beside the new run's settings. The same settings: a restart, allowed."""
+    if stored != current and not override:
+        raise ValueError(f"{os.path.dirname(settings_path)} holds a training with other settings than this one "
+                         f"(there vs now: {'; '.join(settings_differences(stored, current))}); starting afresh would "
+                         f"mix the two in one folder. Continue that training with --c, delete the folder to replace "
+                         f"it, or set {RESUME_OVERRIDE_ENV}=1 to start over it anyway")
+
+
 def checkpoint_settings(path: str) -> Optional[Dict]:
     """The nnunet_ext settings a checkpoint carries (None for one written without them)."""
     # mmap: only the small settings entry is needed, not the weights
@@ -137,8 +148,16 @@ class nnUNetTrainerExt(nnUNetTrainer):
             setattr(self, attribute, value)
         # JSON round trip, so that it compares equal to what a -c run reads back from disk
         self.ext_settings = json.loads(json.dumps(self.collect_settings()))
+        settings_path = join(self.output_folder, SETTINGS_FILE)
+        if not continue_training and isfile(settings_path):
+            try:
+                check_fresh_start(self.ext_settings, read_settings_file(settings_path), settings_path,
+                                  self.resume_override)
+            except ValueError:
+                if self.local_rank == 0 and isfile(self.log_file):
+                    os.remove(self.log_file)  # the log nnU-Net's __init__ has just started: the folder stays as it was
+                raise
         if continue_training:
-            settings_path = join(self.output_folder, SETTINGS_FILE)
             checkpoint = next((join(self.output_folder, name) for name in RESUME_CHECKPOINTS
                                if isfile(join(self.output_folder, name))), None)
             chosen, note = resume_settings(
