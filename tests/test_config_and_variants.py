@@ -111,8 +111,22 @@ def test_variant_names_spell_their_settings(name, family, schedule, probability,
         assert (cls.dropout_schedule, cls.drop_probability) == (schedule, probability)
 
 
+@pytest.mark.parametrize("name,weight,similarity", [
+    ("nnUNetTrainerModDropPlusPlus_p05_8epochs", 0.5, "ssim"), ("nnUNetTrainerModDropPlusPlus_w03", 0.3, "ssim"),
+    ("nnUNetTrainerModDropPlusPlus_p02_8epochs_w00_mse", 0.0, "mse"), ("nnUNetTrainerModDropPlusPlus_mse", 0.5, "mse"),
+    ("nnUNetTrainerModDropPlusPlus_w10", 1.0, "ssim")])
+def test_moddrop_plus_plus_names_spell_the_cotraining(name, weight, similarity):
+    spec = parse_trainer_name(name)
+    assert (spec.cotraining_weight, spec.cotraining_similarity) == (weight, similarity)
+    cls = trainer_variant(name)
+    assert (cls.cotraining_weight, cls.cotraining_similarity) == (weight, similarity)
+    assert parse_trainer_name("nnUNetTrainerModDropPlus_p05").cotraining_weight is None
+
+
 @pytest.mark.parametrize("name", ["nnUNetTrainerFoo", "nnUNetTrainerGradualDrop_p5", "nnUNetTrainerNoDropout_p05",
-                                  "GradualDrop_p05", "nnUNetTrainerGradualDrop_0epochs"])
+                                  "GradualDrop_p05", "nnUNetTrainerGradualDrop_0epochs",
+                                  "nnUNetTrainerModDropPlus_p05_w03", "nnUNetTrainerGradualDrop_mse",
+                                  "nnUNetTrainerModDropPlusPlus_w3", "nnUNetTrainerModDropPlusPlus_mse_w03"])
 def test_bad_variant_names_are_refused(name):
     with pytest.raises(ValueError, match=name):
         parse_trainer_name(name)
@@ -139,3 +153,9 @@ def test_trainers_folder_lists_discoverable_variants(monkeypatch):
             list(inspect.signature(nnUNetTrainer.__init__).parameters)
     for name in names:
         parse_trainer_name(name)  # every listed name is a valid spelling
+    # a name of the grammar that no module lists is built on demand; one outside it is not found
+    found = recursive_find_trainer_class_by_name("nnUNetTrainerModDropPlusPlus_p05_8epochs_w03_mse")
+    assert (found.cotraining_weight, found.cotraining_similarity, found.training_epochs) == (0.3, "mse", 8)
+    assert found.__name__ == "nnUNetTrainerModDropPlusPlus_p05_8epochs_w03_mse"
+    with pytest.raises(RuntimeError):
+        recursive_find_trainer_class_by_name("nnUNetTrainerGradualDrop_p05_mse")

@@ -15,6 +15,7 @@ from torch import nn
 from nnunet_ext.losses.similarity import feature_dissimilarity, ssim
 from nnunet_ext.networks.dynamic_head import (DynamicFirstConv, find_dynamic_head, modality_code_from_input,
                                               training_modality_code, using_modality_code, wrap_first_convolution)
+from nnunet_ext.training.moddrop_trainer import cotraining_settings
 from nnunet_ext.training.variants import trainer_variant
 
 
@@ -257,14 +258,22 @@ def test_cotraining_loss_is_finite_decreases_and_switches_off_at_weight_zero(mak
     assert float(weighted - unweighted) == pytest.approx(float(dissimilarity), rel=1e-4)
 
 
-def test_bad_cotraining_settings_stop_start_up(make_trainer, monkeypatch):
-    monkeypatch.setenv("NNUNET_EXT_COTRAINING_WEIGHT", "-1")
-    with pytest.raises(ValueError, match="NNUNET_EXT_COTRAINING_WEIGHT must be a number >= 0, got '-1'"):
+def test_bad_cotraining_settings_stop_start_up(make_trainer, monkeypatch, tmp_path):
+    """The co-training is spelled in the name; the variables that once set it (and left the name unchanged) are
+    refused with the spelling to use, before nnU-Net writes anything."""
+    monkeypatch.setenv("NNUNET_EXT_COTRAINING_WEIGHT", "0.3")
+    with pytest.raises(ValueError, match="NNUNET_EXT_COTRAINING_WEIGHT no longer set ModDrop\\+\\+'s co-training: "
+                                         "spell it in the trainer name instead, e.g. "
+                                         "nnUNetTrainerModDropPlusPlus_p05_w03"):
         make_trainer("nnUNetTrainerModDropPlusPlus_p05_8epochs")
-    monkeypatch.setenv("NNUNET_EXT_COTRAINING_WEIGHT", "1")
-    monkeypatch.setenv("NNUNET_EXT_COTRAINING_SIMILARITY", "kl")
-    with pytest.raises(ValueError, match="'ssim' or 'mse', got 'kl'"):
-        make_trainer("nnUNetTrainerModDropPlusPlus_p05_8epochs")
+    assert not (tmp_path / "results").exists()
+    monkeypatch.delenv("NNUNET_EXT_COTRAINING_WEIGHT")
+    assert cotraining_settings(0.3, "mse", {}) == {"weight": 0.3, "similarity": "mse"}
+    for weight, similarity, message in ((-1.0, "ssim", "weight must be a number >= 0, got -1.0"),
+                                        (float("nan"), "ssim", "weight must be a number >= 0, got nan"),
+                                        (0.5, "kl", "'ssim' or 'mse', got 'kl'")):
+        with pytest.raises(ValueError, match=message):
+            cotraining_settings(weight, similarity, {})
 
 
 def test_stock_train_continue_and_predict_with_adc_missing(nnunet_workspace, tmp_path):
@@ -292,9 +301,8 @@ def test_stock_train_runs_moddrop_plus_plus_end_to_end(nnunet_workspace):
     """ModDrop++'s own train_step (full and dropped batch, co-training loss) through nnUNetv2_train: every
     epoch trains and logs a finite co-training term, and the final checkpoint is finite. (Prediction with this
     network, the same as ModDrop+'s, is tested above; nnU-Net's final validation is skipped to save CI time.)"""
-    trainer = "nnUNetTrainerModDropPlusPlus_p05_8epochs"
-    nnunet_workspace.run(nnunet_workspace.train_command(trainer),
-                         {"NNUNET_EXT_COTRAINING_WEIGHT": "0.3", "NNUNET_EXT_FINAL_VALIDATION": "0"})
+    trainer = "nnUNetTrainerModDropPlusPlus_p05_8epochs_w03"  # built on demand: no module lists it
+    nnunet_workspace.run(nnunet_workspace.train_command(trainer), {"NNUNET_EXT_FINAL_VALIDATION": "0"})
     fold = os.path.join(nnunet_workspace.results_folder(trainer), "fold_0")
     log = open(sorted(glob.glob(os.path.join(fold, "training_log_*.txt")))[-1]).read()
     terms = [float(v) for v in re.findall(r"co-training: mean ssim dissimilarity ([-0-9.naninf]+) \(weight 0\.3\)",

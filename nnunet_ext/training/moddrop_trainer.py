@@ -8,12 +8,12 @@ need nothing else.
 ModDrop++ adds intra-subject co-training: every batch goes through the same weights full and dropped,
 and the loss adds a dissimilarity of the two dynamic-head outputs to nnU-Net's loss on both outputs.
 
-Settings read at start-up (and kept for --c like the others):
-  NNUNET_EXT_COTRAINING_WEIGHT      weight of the similarity term (default 0.5; 0 switches it off)
-  NNUNET_EXT_COTRAINING_SIMILARITY  'ssim' (1 - SSIM, default) or 'mse'
+The co-training's weight (default 0.5; 0 switches it off) and similarity ('ssim': 1 - SSIM, default; 'mse') are
+class attributes, spelled in the trainer's name (nnunet_ext.training.variants: _w03, _mse), so that they are in
+its results folder's name; the environment variables that once set them are refused with that hint.
 """
 import os
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -55,26 +55,34 @@ class nnUNetTrainerModDropPlus(nnUNetTrainerModalityDropout):
             return super().optimisation_step({**batch, 'data': data}, draw, full_data)
 
 
-def _cotraining_settings_from_env() -> Dict:
-    text = os.environ.get("NNUNET_EXT_COTRAINING_WEIGHT", "0.5")
-    try:
-        weight = float(text)
-    except ValueError:
-        weight = float("nan")
-    if not weight >= 0:
-        raise ValueError(f"NNUNET_EXT_COTRAINING_WEIGHT must be a number >= 0, got {text!r}")
-    similarity = os.environ.get("NNUNET_EXT_COTRAINING_SIMILARITY", "ssim")
+RETIRED_COTRAINING_VARIABLES = ("NNUNET_EXT_COTRAINING_WEIGHT", "NNUNET_EXT_COTRAINING_SIMILARITY")
+
+
+def cotraining_settings(weight: float, similarity: str, environ: Optional[Mapping[str, str]] = None) -> Dict:
+    """The co-training settings of a ModDrop++ trainer class, checked; the retired environment variables are an
+    error (they changed the model without changing its name)."""
+    environ = os.environ if environ is None else environ
+    retired = [name for name in RETIRED_COTRAINING_VARIABLES if name in environ]
+    if retired:
+        raise ValueError(f"{', '.join(retired)} no longer set ModDrop++'s co-training: spell it in the trainer name "
+                         "instead, e.g. nnUNetTrainerModDropPlusPlus_p05_w03 (weight 0.3) or ..._w05_mse (MSE), "
+                         "and unset the variable")
+    if not (isinstance(weight, (int, float)) and weight >= 0 and np.isfinite(weight)):
+        raise ValueError(f"the co-training weight must be a number >= 0, got {weight!r}")
     if similarity not in ("ssim", "mse"):
-        raise ValueError(f"NNUNET_EXT_COTRAINING_SIMILARITY must be 'ssim' or 'mse', got {similarity!r}")
-    return {"weight": weight, "similarity": similarity}
+        raise ValueError(f"the co-training similarity must be 'ssim' or 'mse', got {similarity!r}")
+    return {"weight": float(weight), "similarity": similarity}
 
 
 class nnUNetTrainerModDropPlusPlus(nnUNetTrainerModDropPlus):
     keeps_full_batch = True
+    cotraining_weight: float = 0.5
+    cotraining_similarity: str = "ssim"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
-        self.cotraining = _cotraining_settings_from_env()  # validated before nnU-Net writes anything
+        # validated before nnU-Net writes anything
+        self.cotraining = cotraining_settings(self.cotraining_weight, self.cotraining_similarity)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._similarities: List[float] = []
 

@@ -3,7 +3,7 @@
 nnU-Net selects a trainer by class name only (`-tr NAME`), and keeps that name in checkpoints and results
 folders, so every setting of a variant is spelled in its name:
 
-    nnUNetTrainer<Family>[_p<PP>][_<N>epochs]
+    nnUNetTrainer<Family>[_p<PP>][_<N>epochs][_w<WW>][_mse]
 
 Family: GradualDrop (schedule 'paper'), GradualDropCode2025 ('code2025'), GradualDropExp ('exp'),
 MultiUnet (schedule 'none', i.e. plain dropout with factor 0), ModDropPlus / ModDropPlusPlus (dynamic
@@ -11,6 +11,9 @@ first convolution, without / with co-training), NoDropout (our budget knobs, no 
 trainers UpAttLLSTM / UpAttLLSTMGradualDrop (PHASE droppable by default).
 _pXY is the drop probability X.Y (the paper's "1-p"): _p02 = 0.2, _p05 = 0.5, _p08 = 0.8, _p10 = 1.0;
 default 0.5. _Nepochs sets num_epochs (default 1000; the paper fine-tunes with 400).
+ModDropPlusPlus only: _wWW is the co-training weight W.W (_w05 = 0.5, the default; _w00 switches the term off;
+_w10 = 1.0), _mse measures the dissimilarity of the two dynamic-head outputs by MSE instead of 1 - SSIM.
+Any name of this grammar is a trainer nnU-Net finds (trainers/ answers for names it does not list).
 """
 import re
 from dataclasses import dataclass
@@ -33,7 +36,9 @@ FAMILIES: Dict[str, Tuple[Type[nnUNetTrainerExt], Optional[str]]] = {
     "UpAttLLSTM": (nnUNetTrainerUpAttLLSTM, None),
     "UpAttLLSTMGradualDrop": (nnUNetTrainerUpAttLLSTMGradualDrop, "paper"),
 }
-_NAME = re.compile(r"^nnUNetTrainer(?P<family>[A-Za-z0-9]+?)(?:_p(?P<prob>\d{2}))?(?:_(?P<epochs>\d+)epochs)?$")
+_NAME = re.compile(r"^nnUNetTrainer(?P<family>[A-Za-z0-9]+?)(?:_p(?P<prob>\d{2}))?(?:_(?P<epochs>\d+)epochs)?"
+                   r"(?:_w(?P<weight>\d{2}))?(?P<mse>_mse)?$")
+COTRAINING_FAMILIES = ("ModDropPlusPlus",)
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,15 @@ class VariantSpec:
     schedule: Optional[str]   # None: no modality dropout
     drop_probability: Optional[float]
     epochs: int
+    cotraining_weight: Optional[float] = None   # ModDrop++ only
+    cotraining_similarity: Optional[str] = None
 
 
 def parse_trainer_name(name: str) -> VariantSpec:
     match = _NAME.match(name)
     if match is None or match["family"] not in FAMILIES:
-        raise ValueError(f"{name!r} is not a trainer variant name; expected nnUNetTrainer<Family>[_pPP][_Nepochs] "
-                         f"with Family in {', '.join(FAMILIES)}")
+        raise ValueError(f"{name!r} is not a trainer variant name; expected nnUNetTrainer<Family>[_pPP][_Nepochs]"
+                         f"[_wWW][_mse] with Family in {', '.join(FAMILIES)}")
     schedule = FAMILIES[match["family"]][1]
     if schedule is None and match["prob"] is not None:
         raise ValueError(f"{name!r}: the {match['family']} family takes no drop probability")
@@ -56,7 +63,13 @@ def parse_trainer_name(name: str) -> VariantSpec:
     if epochs < 1:
         raise ValueError(f"{name!r}: the number of epochs must be >= 1")
     probability = None if schedule is None else (int(match["prob"]) / 10 if match["prob"] else 0.5)
-    return VariantSpec(match["family"], schedule, probability, epochs)
+    if match["family"] not in COTRAINING_FAMILIES:
+        if match["weight"] is not None or match["mse"]:
+            raise ValueError(f"{name!r}: _wWW and _mse set ModDrop++'s co-training; the {match['family']} family "
+                             "has none")
+        return VariantSpec(match["family"], schedule, probability, epochs)
+    weight = int(match["weight"]) / 10 if match["weight"] is not None else 0.5
+    return VariantSpec(match["family"], schedule, probability, epochs, weight, "mse" if match["mse"] else "ssim")
 
 
 def trainer_variant(name: str) -> Type[nnUNetTrainerExt]:
@@ -66,5 +79,7 @@ def trainer_variant(name: str) -> Type[nnUNetTrainerExt]:
     attributes = {"training_epochs": spec.epochs}
     if spec.schedule is not None:
         attributes.update(drop_probability=spec.drop_probability, dropout_schedule=spec.schedule)
+    if spec.cotraining_weight is not None:
+        attributes.update(cotraining_weight=spec.cotraining_weight, cotraining_similarity=spec.cotraining_similarity)
     attributes["__doc__"] = f"{base.__name__} with {spec}."
     return type(name, (base,), attributes)
