@@ -88,15 +88,15 @@ def test_a_fresh_start_over_another_training_s_settings_is_refused(trainer_facto
     monkeypatch.setenv("NNUNET_EXT_ITERATIONS_PER_EPOCH", "3")
     first = trainer_factory(trainer_class)
     first.write_settings_file()
-    before = sorted(os.listdir(first.output_folder))
-    trainer_factory(trainer_class)  # the same settings: a restart
+    trainer_factory(trainer_class).refuse_to_mix_trainings()  # the same settings: a restart
     monkeypatch.setenv("NNUNET_EXT_ITERATIONS_PER_EPOCH", "4")
     time.sleep(1.1)  # nnU-Net names its logs by the second
-    logs = sorted(os.listdir(first.output_folder))
+    files = sorted(os.listdir(first.output_folder))
+    second = trainer_factory(trainer_class)  # constructing is allowed: nnUNetv2_train --val trains nothing
+    assert len(os.listdir(first.output_folder)) == len(files) + 1  # its log
     with pytest.raises(ValueError, match="holds a training with other settings than this one \\(there vs now: "
                                          "num_iterations_per_epoch: 3 vs 4\\); starting afresh would mix"):
-        trainer_factory(trainer_class)
-    assert sorted(os.listdir(first.output_folder)) == logs  # nothing left of the refused run
-    assert "nnunet_ext_settings.json" in before
+        second.on_train_start()  # what nnUNetv2_train calls first when it trains
+    assert sorted(os.listdir(first.output_folder)) == files  # nothing left of the refused run
     monkeypatch.setenv("NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS", "1")
-    assert trainer_factory(trainer_class).num_iterations_per_epoch == 4
+    trainer_factory(trainer_class).refuse_to_mix_trainings()

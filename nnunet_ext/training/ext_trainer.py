@@ -148,16 +148,8 @@ class nnUNetTrainerExt(nnUNetTrainer):
             setattr(self, attribute, value)
         # JSON round trip, so that it compares equal to what a -c run reads back from disk
         self.ext_settings = json.loads(json.dumps(self.collect_settings()))
-        settings_path = join(self.output_folder, SETTINGS_FILE)
-        if not continue_training and isfile(settings_path):
-            try:
-                check_fresh_start(self.ext_settings, read_settings_file(settings_path), settings_path,
-                                  self.resume_override)
-            except ValueError:
-                if self.local_rank == 0 and isfile(self.log_file):
-                    os.remove(self.log_file)  # the log nnU-Net's __init__ has just started: the folder stays as it was
-                raise
         if continue_training:
+            settings_path = join(self.output_folder, SETTINGS_FILE)
             checkpoint = next((join(self.output_folder, name) for name in RESUME_CHECKPOINTS
                                if isfile(join(self.output_folder, name))), None)
             chosen, note = resume_settings(
@@ -216,9 +208,23 @@ class nnUNetTrainerExt(nnUNetTrainer):
         super().perform_actual_validation(save_probabilities)
 
     def on_train_start(self):
+        self.refuse_to_mix_trainings()  # before nnU-Net writes plans, dataset.json and the first checkpoints
         super().on_train_start()
         if self.local_rank == 0:
             self.write_settings_file()
+
+    def refuse_to_mix_trainings(self) -> None:
+        """A training about to start (not `--val`, which trains nothing) in a fold folder whose settings file holds
+        other settings: see check_fresh_start. A `--c` run has settled its settings with the file in __init__."""
+        settings_path = join(self.output_folder, SETTINGS_FILE)
+        if self.resume_override or not isfile(settings_path):
+            return
+        try:
+            check_fresh_start(self.ext_settings, read_settings_file(settings_path), settings_path)
+        except ValueError:
+            if self.local_rank == 0 and isfile(self.log_file):
+                os.remove(self.log_file)  # this run's log: the folder stays as the other training left it
+            raise
 
     def write_settings_file(self) -> None:
         seed = self.ext_settings.get("modality_dropout", {}).get("seed")
