@@ -21,7 +21,8 @@ def _factors_by_epoch(log_text):
 
 def test_first_run_follows_the_schedule_until_killed(resumed_run):
     factors = _factors_by_epoch(resumed_run["first_log"])
-    assert set(factors) >= {0, 1, 2, 3}
+    # killed as soon as "Epoch 3" is logged: epoch 3's own line may or may not have been written by then
+    assert {0, 1, 2} <= set(factors) <= {0, 1, 2, 3}
     for epoch, (factor, channel) in factors.items():
         assert factor == PAPER_8_EPOCHS[epoch] and channel == "ADC"
     assert re.search(r"dropped fraction this epoch \{'ADC': [0-9.]+\} over 6 samples", resumed_run["first_log"])
