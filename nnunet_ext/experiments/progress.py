@@ -42,11 +42,8 @@ def training_progress(log_text: str, epochs: int) -> Optional[TrainingProgress]:
     started = [int(e) for e in _EPOCH.findall(log_text)]
     if not started:
         return None
-    dice = None
-    pseudo = _PSEUDO_DICE.findall(log_text)
-    if pseudo:
-        values = [v for v in (float(t) for t in _NUMBER.findall(pseudo[-1])) if not math.isnan(v)]
-        dice = sum(values) / len(values) if values else None
+    history = pseudo_dice_history([log_text])
+    dice = history[max(history)] if history else None
     times = [float(t) for t in _EPOCH_TIME.findall(log_text)][-RECENT_EPOCHS:]
     return TrainingProgress(started[-1], epochs, dice, sum(times) / len(times) if times else None)
 

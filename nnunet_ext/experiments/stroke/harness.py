@@ -110,6 +110,10 @@ class Harness:
         return "nnUNetPlans_CPU" if self.profile.cpu_plans else "nnUNetPlans"
 
     # ---- one run of one cell -----------------------------------------------------------------------------
+    def model(self, cell: Cell, fold: int, dataset_id: int, raw: str) -> TrainedModel:
+        """The nnU-Net model of `cell` in fold `fold`, trained on the raw dataset `raw`."""
+        return TrainedModel(dataset_id, os.path.basename(raw), cell.trainer(self.profile.epochs), self.plans, fold)
+
     def result_path(self, cell: Cell, fold: int) -> str:
         return os.path.join(self.workdir, "runs", f"table{self.table.number}", cell.key, f"fold_{fold}.json")
 
@@ -128,7 +132,7 @@ class Harness:
     def _train_and_evaluate(self, cell: Cell, fold: int, path: str) -> Dict:
         started = time.time()
         dataset_id, raw = self.dataset(cell.dataset_variant)
-        model = TrainedModel(dataset_id, os.path.basename(raw), cell.trainer(self.profile.epochs), self.plans, fold)
+        model = self.model(cell, fold, dataset_id, raw)
         seed = self.profile.seed + fold
         tag = f"t{self.table.number}_{cell.key}_f{fold}"
         if not self.workspace.is_trained(model):
@@ -182,7 +186,7 @@ class Harness:
         raw = self.workspace.raw_dataset(dataset_id)
         if raw is None:
             return "preparing"
-        model = TrainedModel(dataset_id, os.path.basename(raw), cell.trainer(self.profile.epochs), self.plans, fold)
+        model = self.model(cell, fold, dataset_id, raw)
         if self.workspace.is_trained(model):
             return None
         progress = fold_progress(self.workspace.fold_folder(model), self.profile.epochs)
