@@ -36,8 +36,8 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,7 +60,8 @@ PROBABILITY_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
-class Profile:
+class CheckSizes:
+    """How large the check runs: `gpu` on one GPU in the budget, `ci` the same paths on CPU in CI."""
     name: str
     stroke_size: int          # synthetic cohort field of view (mm = voxels)
     clot_size: int
@@ -75,11 +76,11 @@ class Profile:
     upattllstm_template: str  # template of nnunet_ext_plan_upattllstm
 
 
-PROFILES = {
-    "gpu": Profile("gpu", stroke_size=48, clot_size=64, train_per_center=3, iterations=5, amp_steps=50,
+SIZES = {
+    "gpu": CheckSizes("gpu", stroke_size=48, clot_size=64, train_per_center=3, iterations=5, amp_steps=50,
                    table4_slices=12, table4_steps=3, table4_full_batch=True, stroke_plans="nnUNetPlans",
                    clot_baseline_plans="nnUNetPlans", upattllstm_template="upattllstm"),
-    "ci": Profile("ci", stroke_size=32, clot_size=32, train_per_center=2, iterations=2, amp_steps=4,
+    "ci": CheckSizes("ci", stroke_size=32, clot_size=32, train_per_center=2, iterations=2, amp_steps=4,
                   table4_slices=2, table4_steps=1, table4_full_batch=False, stroke_plans="nnUNetPlans_CPU",
                   clot_baseline_plans="nnUNetPlans_CPU", upattllstm_template="upattllstm_cpu"),
 }
@@ -184,7 +185,7 @@ def _copy(batch: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------- preparation
 
-def prepare(workspace, profile: Profile) -> None:
+def prepare(workspace, profile: CheckSizes) -> None:
     """Cohorts, stock plan_and_preprocess and our plans (kept in the workspace; a rerun reuses them)."""
     from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
     from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
@@ -452,7 +453,7 @@ def scoped_environment(values: Dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_check(profile: Profile, workdir: str, budget_s: float, device: torch.device,
+def run_check(profile: CheckSizes, workdir: str, budget_s: float, device: torch.device,
               command: str, note: str = "") -> Dict:
     from nnunet_ext.experiments.workspace import Workspace
     budget = Budget(budget_s)
@@ -465,73 +466,120 @@ def run_check(profile: Profile, workdir: str, budget_s: float, device: torch.dev
         return _run_parts(profile, paths, budget, device, command, note)
 
 
-def _run_parts(profile: Profile, paths: Dict[str, str], budget: "Budget", device: torch.device, command: str,
+@dataclass
+class CheckState:
+    """What the parts share: the device, the three (plans, dataset.json) groups with their batches, the trainer
+    part 4 predicts with, and the results every part adds to."""
+    sizes: CheckSizes
+    device: torch.device
+    raw: str
+    groups: List[Tuple[str, Tuple[dict, dict], List[str]]]
+    batches: Dict[int, List[dict]]
+    results: Dict
+    rows: List[Dict] = field(default_factory=list)
+    trained: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def train_families(state: CheckState, compile_network: bool, budget: "Budget") -> None:
+    """Part 1: every family of every group, each after a budget check of its own (a family is the unit of work)."""
+    for index, (dataset, (plans, dataset_json), names) in enumerate(state.groups):
+        for name in names:
+            label = f"{name} ({dataset}, compile {'on' if compile_network else 'off'})"
+            if not budget.allows():
+                state.results["skipped"].append(f"{label}: time budget")
+                continue
+            row = train_family(name, plans, dataset_json, state.batches[index], state.device, compile_network)
+            trainer = row.pop("_trainer")
+            if name == PREDICTION_TRAINER and not compile_network:
+                state.trained[name] = trainer
+            state.rows.append({"dataset": dataset, **row})
+            print(f"{label}: median step {row['median_step_s']:.4f} s, recompiles {row['recompiles']}", flush=True)
+
+
+def _first_test_case(raw: str) -> str:
+    return sorted(f[:-12] for f in os.listdir(os.path.join(raw, STROKE, "imagesTs")) if f.endswith("_0000.nii.gz"))[0]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of the check: `run` adds its results to the state; `unavailable` says why it cannot run here
+    (None: it can); `caveat` says what a run here leaves out (None: nothing)."""
+    label: str
+    run: Callable[[CheckState, "Budget"], None]
+    unavailable: Callable[[CheckState], Optional[str]] = lambda state: None
+    caveat: Callable[[CheckState], Optional[str]] = lambda state: None
+    budgets_itself: bool = False   # checks the budget per unit inside `run`
+
+
+def _set(key: str, compute: Callable[[CheckState], Dict]) -> Callable[[CheckState, "Budget"], None]:
+    def run(state: CheckState, budget: "Budget") -> None:
+        state.results[key] = compute(state)
+    return run
+
+
+# in order of priority; the compile-on runs last (they cost the most and only a GPU has them)
+PARTS = (
+    Part("families, compile off", lambda s, b: train_families(s, False, b), budgets_itself=True),
+    Part("ModDrop++ AMP steps",
+         _set("amp", lambda s: moddrop_plus_plus_amp(*s.groups[0][1], s.batches[0], s.device, s.sizes.amp_steps)),
+         caveat=lambda s: None if s.cuda else (f"ModDrop++ under AMP: no CUDA (nnU-Net runs no autocast on CPU); "
+                                               f"{s.sizes.amp_steps} float32 steps ran instead")),
+    Part("UpAttLLSTM Table-4 steps",
+         _set("table4", lambda s: upattllstm_table4(*s.groups[2][1], s.device, s.sizes.table4_slices,
+                                                    s.sizes.table4_steps, s.sizes.table4_full_batch)),
+         caveat=lambda s: None if s.sizes.table4_slices == 12 and s.sizes.table4_full_batch else (
+             f"UpAttLLSTM at the full Table-4 batch: on CPU {s.sizes.table4_steps} step of 1 crop of "
+             f"{s.sizes.table4_slices} x 256 x 256 (Table 4: 3 steps of 2 images x 4 crops of 12 x 256 x 256)")),
+    Part("prediction on CUDA vs CPU",
+         _set("prediction", lambda s: predict_cuda_and_cpu(s.trained[PREDICTION_TRAINER], os.path.join(s.raw, STROKE),
+                                                           _first_test_case(s.raw))),
+         unavailable=lambda s: ("no CUDA" if not s.cuda else
+                                None if PREDICTION_TRAINER in s.trained else f"{PREDICTION_TRAINER} was not trained")),
+    Part("families, compile on", lambda s, b: train_families(s, True, b), budgets_itself=True,
+         unavailable=lambda s: None if s.cuda else ("nnU-Net disables torch.compile on CPU (_do_i_compile), so the "
+                                                    "recompile counts need a GPU")),
+)
+
+
+def run_parts(state: CheckState, budget: "Budget", parts: Sequence[Part] = PARTS) -> None:
+    """Each part in turn; one that cannot run here, or would start with too little budget, is named in Skipped."""
+    for part in parts:
+        reason = part.unavailable(state)
+        if reason is None and not part.budgets_itself and not budget.allows():
+            reason = "time budget"
+        if reason is not None:
+            state.results["skipped"].append(f"{part.label}: {reason}")
+            continue
+        part.run(state, budget)
+        caveat = part.caveat(state)
+        if caveat is not None:
+            state.results["skipped"].append(caveat)
+
+
+def _run_parts(sizes: CheckSizes, paths: Dict[str, str], budget: "Budget", device: torch.device, command: str,
                note: str) -> Dict:
     from nnunet_ext.provenance import provenance
-    budget_s = budget.seconds
     cuda = device.type == "cuda"
-    results: Dict = {"profile": asdict(profile), "budget_s": budget_s, "recompile_limit": recompile_limit(),
+    results: Dict = {"profile": asdict(sizes), "budget_s": budget.seconds, "recompile_limit": recompile_limit(),
                      "skipped": [], "note": note,
                      "device": {"type": device.type, "description": (torch.cuda.get_device_name(device) if cuda else
                                 f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})")}}
-    stroke = _load(paths["nnUNet_preprocessed"], STROKE, profile.stroke_plans)
-    clot_baseline = _load(paths["nnUNet_preprocessed"], CLOT, profile.clot_baseline_plans)
-    clot_upatt = _load(paths["nnUNet_preprocessed"], CLOT, UPATTLLSTM_PLANS)
-    groups = [("stroke", stroke, [BASELINE, *STROKE_FAMILIES]), ("clot", clot_baseline, [BASELINE]),
-              ("clot", clot_upatt, list(CLOT_FAMILIES))]
-    batches = {}
-    for index, (_, (plans, dataset_json), names) in enumerate(groups):
-        # nnUNetTrainer's loader for the U-Nets (deep supervision targets); the clot trainer's own pair loader
-        fetcher = make_trainer(names[0], plans, dataset_json, torch.device("cpu"), False)
-        batches[index] = fetch_batches(fetcher, profile.iterations)
-
-    trained = {}
-    rows: List[Dict] = []
-    compile_modes = [False, True] if cuda else [False]
-    if not cuda:
-        results["skipped"].append("nnUNet_compile on: nnU-Net disables torch.compile on CPU (_do_i_compile), so the "
-                                  "recompile counts need a GPU")
-    for compile_network in compile_modes:
-        for index, (dataset, (plans, dataset_json), names) in enumerate(groups):
-            for name in names:
-                label = f"{name} ({dataset}, compile {'on' if compile_network else 'off'})"
-                if not budget.allows():
-                    results["skipped"].append(f"{label}: time budget")
-                    continue
-                row = train_family(name, plans, dataset_json, batches[index], device, compile_network)
-                trainer = row.pop("_trainer")
-                if name == PREDICTION_TRAINER and not compile_network:
-                    trained[name] = trainer
-                rows.append({"dataset": dataset, **row})
-                print(f"{label}: median step {row['median_step_s']:.4f} s, recompiles {row['recompiles']}",
-                      flush=True)
-        if not compile_network:  # the cheaper parts before the compile-on runs
-            if budget.allows():
-                results["amp"] = moddrop_plus_plus_amp(*stroke, batches[0], device, profile.amp_steps)
-            else:
-                results["skipped"].append("ModDrop++ AMP steps: time budget")
-            if not cuda:
-                results["skipped"].append(f"ModDrop++ under AMP: no CUDA (nnU-Net runs no autocast on CPU); "
-                                          f"{profile.amp_steps} float32 steps ran instead")
-            if budget.allows():
-                results["table4"] = upattllstm_table4(clot_upatt[0], clot_upatt[1], device, profile.table4_slices,
-                                                      profile.table4_steps, profile.table4_full_batch)
-            else:
-                results["skipped"].append("UpAttLLSTM Table-4 steps: time budget")
-            if profile.table4_slices != 12 or not profile.table4_full_batch:
-                results["skipped"].append(f"UpAttLLSTM at the full Table-4 batch: on CPU {profile.table4_steps} "
-                                          f"step of 1 crop of {profile.table4_slices} x 256 x 256 (Table 4: 3 "
-                                          "steps of 2 images x 4 crops of 12 x 256 x 256)")
-            if cuda and budget.allows() and PREDICTION_TRAINER in trained:
-                case = sorted(f[:-12] for f in os.listdir(os.path.join(paths["nnUNet_raw"], STROKE, "imagesTs"))
-                              if f.endswith("_0000.nii.gz"))[0]
-                results["prediction"] = predict_cuda_and_cpu(trained[PREDICTION_TRAINER],
-                                                             os.path.join(paths["nnUNet_raw"], STROKE), case)
-            else:
-                results["skipped"].append("prediction on CUDA vs CPU: " + ("time budget" if cuda else "no CUDA"))
-    for row in rows:
-        row["ratio_to_baseline"] = _ratio(row, rows)
-    results["families"] = rows
+    preprocessed = paths["nnUNet_preprocessed"]
+    groups = [("stroke", _load(preprocessed, STROKE, sizes.stroke_plans), [BASELINE, *STROKE_FAMILIES]),
+              ("clot", _load(preprocessed, CLOT, sizes.clot_baseline_plans), [BASELINE]),
+              ("clot", _load(preprocessed, CLOT, UPATTLLSTM_PLANS), list(CLOT_FAMILIES))]
+    # nnUNetTrainer's loader for the U-Nets (deep supervision targets); the clot trainer's own pair loader
+    batches = {index: fetch_batches(make_trainer(names[0], *plans, torch.device("cpu"), False), sizes.iterations)
+               for index, (_, plans, names) in enumerate(groups)}
+    state = CheckState(sizes, device, paths["nnUNet_raw"], groups, batches, results)
+    run_parts(state, budget)
+    for row in state.rows:
+        row["ratio_to_baseline"] = _ratio(row, state.rows)
+    results["families"] = state.rows
     results["wall_s"] = round(budget.seconds - budget.left(), 1)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # other jobs distort step times
     results["verdicts"] = verdicts(results)
@@ -541,7 +589,7 @@ def _run_parts(profile: Profile, paths: Dict[str, str], budget: "Budget", device
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["auto", *PROFILES], default="auto",
+    parser.add_argument("--profile", choices=["auto", *SIZES], default="auto",
                         help="auto: gpu with CUDA, else ci")
     parser.add_argument("--workdir", default=None, help="reused between runs (keeps the preprocessed cohorts)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget of the whole check")
@@ -551,7 +599,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from nnunet_ext.experiments.records import write_table_files
     cuda = torch.cuda.is_available()
-    profile = PROFILES[args.profile if args.profile != "auto" else ("gpu" if cuda else "ci")]
+    profile = SIZES[args.profile if args.profile != "auto" else ("gpu" if cuda else "ci")]
     device = torch.device("cuda" if cuda else "cpu")
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_gpu_check_")
     os.makedirs(workdir, exist_ok=True)

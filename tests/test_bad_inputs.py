@@ -23,7 +23,8 @@ from nnunet_ext.data.nifti import ImageFileError, read_image_checked
 from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.data.staging import clean_stale_staging, staged_dataset_folder
 from nnunet_ext.evaluation.evaluate import EvaluationSettings, write_results
-from nnunet_ext.training.ext_trainer import CHECKPOINT_KEY, RESUME_OVERRIDE_ENV, SETTINGS_FILE
+from nnunet_ext.training.environment import RESUME_WITH_CURRENT_SETTINGS
+from nnunet_ext.training.ext_trainer import CHECKPOINT_KEY, SETTINGS_FILE
 from nnunet_ext.training.variants import trainer_variant
 
 from conftest import TRAINER
@@ -305,7 +306,7 @@ def test_predict_into_its_own_input_folder_is_refused(model, images, tmp_path, c
 def make_trainer(nnunet_workspace, tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_preprocessed", nnunet_workspace.paths["nnUNet_preprocessed"])
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
-    for variable in ("NNUNET_EXT_DROPPABLE_CHANNELS", RESUME_OVERRIDE_ENV):
+    for variable in ("NNUNET_EXT_DROPPABLE_CHANNELS", RESUME_WITH_CURRENT_SETTINGS):
         monkeypatch.delenv(variable, raising=False)
     folder = os.path.join(nnunet_workspace.paths["nnUNet_preprocessed"], "Dataset501_SyntheticStroke")
     plans = json.load(open(os.path.join(folder, "nnUNetPlans_CPU.json")))
@@ -358,7 +359,7 @@ def test_resume_without_any_stored_settings_stops_unless_told_otherwise(make_tra
     monkeypatch.setenv("NNUNET_EXT_DROPPABLE_CHANNELS", "B0")
     with pytest.raises(ValueError, match="carries no nnunet_ext settings and .*nnunet_ext_settings.json is missing"):
         make_trainer(True)
-    monkeypatch.setenv(RESUME_OVERRIDE_ENV, "1")
+    monkeypatch.setenv(RESUME_WITH_CURRENT_SETTINGS, "1")
     assert make_trainer(True).modality_dropout.droppable_names == ("B0",)
 
 

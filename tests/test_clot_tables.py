@@ -495,6 +495,10 @@ def test_ci_rerun_runs_nothing_and_report_only_names_missing_runs(ci_run, capsys
     assert "- row 5 (UpAttLLSTM, Min+Big): run 2 of 2 missing" in out
     assert "- row 3 (UpAttLLSTM, -): run 2 of 2 missing" in out  # Table 7 without PHASE: only run 1 was computed
     assert "- row 1 (UpAttLLSTM, -)" not in out  # shared with Table 6, which has both runs
+    # the output names every missing (row, run) once (a row shared by both tables once), Table 6's first
+    assert ("still missing (5): UpAttLLSTM_s8__AB_present__Big run 2; UpAttLLSTM_s8__AB_missing__raw run 2; "
+            "UpAttLLSTM_s8__AB_missing__Big run 2; UpAttLLSTM_s8__C_present__raw run 2; "
+            "UpAttLLSTM_s8__C_present__Big run 2") in out.splitlines()
     table = _report(workdir, "report_table6")[1]
     assert [r["missing"] for r in table] == ["", "", "", "", "run 2 of 2 missing"]
     assert table[:4] == _report(workdir, "t6")[1][:4]

@@ -5,9 +5,9 @@ import os
 import pytest
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_ext.dropout.config import (ENV_DROPPABLE_CHANNELS, ModalityDropoutConfig, epoch_seed,
+from nnunet_ext.dropout.config import (ModalityDropoutConfig, epoch_seed,
                                        modality_dropout_config, resolve_droppable_channels)
-from nnunet_ext.training.ext_trainer import budget_from_env, final_validation_from_env
+from nnunet_ext.training.environment import TrainerEnvironment
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 from nnunet_ext.training.variants import parse_trainer_name, trainer_variant
 
@@ -33,32 +33,32 @@ def test_bad_droppable_names_are_refused_with_the_name(requested, message):
 
 
 def test_dataset_json_key_and_env_override():
-    config = modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01, environ={})
+    config = modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01)
     assert config.droppable_names == ("ADC",) and config.droppable_indices == (1,)
-    config = modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01, environ={ENV_DROPPABLE_CHANNELS: "B0"})
+    config = modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01, ("B0",))
     assert config.droppable_names == ("B0",) and config.droppable_indices == (2,)
 
 
 def test_no_choice_at_all_is_an_error_that_says_how_to_choose():
     with pytest.raises(ValueError, match="droppable_channels.*NNUNET_EXT_DROPPABLE_CHANNELS"):
-        modality_dropout_config({"channel_names": DATASET_JSON["channel_names"]}, 0.5, "paper", 0.01, environ={})
+        modality_dropout_config({"channel_names": DATASET_JSON["channel_names"]}, 0.5, "paper", 0.01)
 
 
 @pytest.mark.parametrize("probability", [-0.01, 1.01, float("nan")])
 def test_probability_outside_unit_interval_is_refused(probability):
     with pytest.raises(ValueError, match="drop probability must be in"):
-        modality_dropout_config(DATASET_JSON, probability, "paper", 0.01, environ={})
+        modality_dropout_config(DATASET_JSON, probability, "paper", 0.01)
 
 
 def test_unknown_schedule_and_bad_seed_are_refused():
     with pytest.raises(ValueError, match="unknown dropout schedule 'linear'"):
-        modality_dropout_config(DATASET_JSON, 0.5, "linear", 0.01, environ={})
-    with pytest.raises(ValueError, match="NNUNET_EXT_SEED must be an integer"):
-        modality_dropout_config(DATASET_JSON, 0.5, "paper", 0.01, environ={"NNUNET_EXT_SEED": "x"})
+        modality_dropout_config(DATASET_JSON, 0.5, "linear", 0.01)
+    with pytest.raises(ValueError, match="NNUNET_EXT_SEED must be an integer, got 'x'"):
+        TrainerEnvironment.from_env({"NNUNET_EXT_SEED": "x"})
 
 
 def test_config_round_trips_through_json_dict():
-    config = modality_dropout_config(DATASET_JSON, 0.2, "code2025", 0.01, environ={"NNUNET_EXT_SEED": "9"})
+    config = modality_dropout_config(DATASET_JSON, 0.2, "code2025", 0.01, seed=9)
     assert ModalityDropoutConfig.from_dict(config.to_dict()) == config
     assert config.seed == 9
 
@@ -69,24 +69,33 @@ def test_epoch_seed_is_deterministic_and_distinct_per_rank_and_epoch():
     assert epoch_seed(1, 0, 3) == epoch_seed(1, 0, 3)
 
 
-@pytest.mark.parametrize("environ,message", [({"NNUNET_EXT_ITERATIONS_PER_EPOCH": "0"}, "positive integer"),
-                                             ({"NNUNET_EXT_SAVE_EVERY": "two"}, "positive integer")])
-def test_budget_knobs_are_validated(environ, message):
+@pytest.mark.parametrize("environ,message", [
+    ({"NNUNET_EXT_ITERATIONS_PER_EPOCH": "0"}, "NNUNET_EXT_ITERATIONS_PER_EPOCH must be a positive integer, got '0'"),
+    ({"NNUNET_EXT_SAVE_EVERY": "two"}, "NNUNET_EXT_SAVE_EVERY must be a positive integer, got 'two'"),
+    ({"NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "-3"}, "must be a positive integer, got '-3'"),
+    ({"NNUNET_EXT_FINAL_VALIDATION": "no"}, "NNUNET_EXT_FINAL_VALIDATION must be 0 or 1, got 'no'"),
+    ({"NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS": "yes"}, "RESUME_WITH_CURRENT_SETTINGS must be 0 or 1, got 'yes'"),
+    ({"NNUNET_EXT_ITERATION_PER_EPOCH": "5"}, "unknown variable NNUNET_EXT_ITERATION_PER_EPOCH: did you mean "
+                                              "NNUNET_EXT_ITERATIONS_PER_EPOCH\\?"),
+    ({"NNUNET_EXT_COTRAINING_SIMILARITY": "mse"}, "NNUNET_EXT_COTRAINING_SIMILARITY no longer sets ModDrop\\+\\+'s "
+                                                  "co-training: spell it in the trainer name instead, e.g. "
+                                                  "nnUNetTrainerModDropPlusPlus_p05_w05_mse \\(MSE\\)")])
+def test_every_environment_variable_is_checked_with_its_name(environ, message):
     with pytest.raises(ValueError, match=message):
-        budget_from_env(environ)
+        TrainerEnvironment.from_env(environ)
 
 
-def test_budget_knobs_are_read():
-    assert budget_from_env({"NNUNET_EXT_ITERATIONS_PER_EPOCH": "5", "NNUNET_EXT_SAVE_EVERY": "1"}) == \
-        {"num_iterations_per_epoch": 5, "save_every": 1}
-
-
-def test_final_validation_knob():
-    assert final_validation_from_env({}) is True
-    assert final_validation_from_env({"NNUNET_EXT_FINAL_VALIDATION": "0"}) is False
-    assert final_validation_from_env({"NNUNET_EXT_FINAL_VALIDATION": "true"}) is True
-    with pytest.raises(ValueError, match="NNUNET_EXT_FINAL_VALIDATION must be 0 or 1"):
-        final_validation_from_env({"NNUNET_EXT_FINAL_VALIDATION": "no"})
+def test_the_environment_is_read_in_one_place():
+    assert TrainerEnvironment.from_env({}) == TrainerEnvironment(budget={}, final_validation=True,
+                                                                 resume_with_current_settings=False, seed=12345,
+                                                                 droppable_channels=None)
+    environment = TrainerEnvironment.from_env({
+        "NNUNET_EXT_ITERATIONS_PER_EPOCH": "5", "NNUNET_EXT_SAVE_EVERY": " 1 ", "NNUNET_EXT_FINAL_VALIDATION": "0",
+        "NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS": "true", "NNUNET_EXT_SEED": "-7",
+        "NNUNET_EXT_DROPPABLE_CHANNELS": "ADC, B0", "NNUNET_EXT_SLURM_DIR": "/tmp/x", "PATH": "/bin"})
+    assert environment == TrainerEnvironment(budget={"num_iterations_per_epoch": 5, "save_every": 1},
+                                             final_validation=False, resume_with_current_settings=True, seed=-7,
+                                             droppable_channels=("ADC", "B0"))
 
 
 @pytest.mark.parametrize("name,family,schedule,probability,epochs", [

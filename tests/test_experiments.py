@@ -363,3 +363,19 @@ def test_derived_datasets_keep_the_dwi_sidecars(tmp_path):
                              held_out_center="D")
     assert json.load(open(os.path.join(derived, "imagesTs", "stroke_C_001_0000.json"))) == {"DiffusionBValue": 800.0}
     assert not os.path.exists(os.path.join(derived, "imagesTr", "stroke_D_000_0000.json"))  # held out
+
+
+def test_missing_runs_are_named_as_their_jobs(tmp_path):
+    from nnunet_ext.experiments.stroke.harness import Harness
+    with pytest.raises(ValueError, match="unknown method\\(s\\) 'gradual' for Table 2; expected some of none, "
+                                         "MultiUnet, Gradual, ModDrop\\+, no_dropout"):
+        Harness(str(tmp_path), TABLES[2], PROFILES["ci"], methods=["none", "gradual"], log=lambda message: None)
+    with pytest.raises(ValueError, match="drop probability 0.3 not in Table 2 \\(it has 0.2, 0.5, 0.8\\)"):
+        Harness(str(tmp_path), TABLES[2], PROFILES["ci"], probabilities=[0.5, 0.3], log=lambda message: None)
+    harness = Harness(str(tmp_path), TABLES[2], PROFILES["ci"], methods=["none", "Gradual"], probabilities=[0.5],
+                      log=lambda message: None)
+    assert harness.missing_runs() == ["Table 2: no_dropout fold 0", "Table 2: Gradual_p05 fold 0"]
+    finished = tmp_path / "runs" / "table2" / "no_dropout" / "fold_0.json"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
+    assert harness.missing_runs() == ["Table 2: Gradual_p05 fold 0"]

@@ -85,6 +85,27 @@ def test_budget_lets_a_part_start_only_with_enough_time_left(gpu_check):
     assert budget.left() == pytest.approx(50) and not budget.allows(60)
 
 
+def test_parts_run_in_order_and_each_skip_is_named_with_its_reason(gpu_check):
+    now = [0.0]
+    budget = gpu_check.Budget(300, clock=lambda: now[0])
+    ran = []
+
+    def spend(label, seconds):
+        def run(state, budget):
+            ran.append(label)
+            now[0] += seconds
+        return run
+    parts = [gpu_check.Part("a", spend("a", 100)),
+             gpu_check.Part("b", spend("b", 150), caveat=lambda state: "b: 1 step instead of 3"),
+             gpu_check.Part("c", spend("c", 0), unavailable=lambda state: "no CUDA"),
+             gpu_check.Part("d", spend("d", 0)),                        # 50 s left < MIN_PART_S (60)
+             gpu_check.Part("e", spend("e", 0), budgets_itself=True)]   # checks the budget per unit itself
+    state = gpu_check.CheckState(gpu_check.SIZES["ci"], torch.device("cpu"), "", [], {}, {"skipped": []})
+    gpu_check.run_parts(state, budget, parts)
+    assert ran == ["a", "b", "e"]
+    assert state.results["skipped"] == ["b: 1 step instead of 3", "c: no CUDA", "d: time budget"]
+
+
 def _cpu_results(gpu_check, amp_skipped=0):
     return {"profile": {"name": "ci", "iterations": 2}, "budget_s": 450, "wall_s": 12.0, "recompile_limit": 8,
             "note": "no GPU this session", "device": {"type": "cpu", "description": "CPU (2 cores)"},

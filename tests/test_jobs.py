@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from nnunet_ext.experiments.jobs import (ExecutorSettings, Task, parse_sbatch_parameters, report_command,
-                                         run_stages)
+from nnunet_ext.experiments.jobs import (ExecutorSettings, Task, failed_jobs, parse_sbatch_parameters,
+                                         report_command, run_stages, unfinished_lines)
 from nnunet_ext.experiments.records import job_environment, run_logged
 
 
@@ -31,6 +31,21 @@ class Recorder:
 
     def fail(self, name: str) -> None:
         raise ValueError(f"{name} went wrong on purpose")
+
+
+class FailsOnce(Recorder):
+    """A harness-like target (it has a workdir): its task fails on the first call and succeeds on the second."""
+
+    def __init__(self, folder: str):
+        super().__init__(folder)
+        self.workdir = folder
+
+    def flaky(self, name: str) -> str:
+        marker = os.path.join(self.folder, f"{name}.tried")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"{name}: disk full\n(second line of the message)")
+        return self.work(name, 0.0)
 
 
 @pytest.fixture
@@ -105,6 +120,23 @@ def test_a_failed_local_job_is_named_and_the_later_stages_do_not_start(tmp_path,
     assert "bad failed: ValueError: bad went wrong on purpose" in outcome.failure_lines()
     assert os.path.isfile(tmp_path / "good.json") and not os.path.isfile(tmp_path / "later.json")
     assert any(m.startswith("FAILED bad") for m in messages)
+
+
+def test_a_failed_job_is_remembered_in_the_workdir_until_it_succeeds(tmp_path, importable_tests):
+    target = FailsOnce(str(tmp_path))
+    settings = ExecutorSettings(folder=str(tmp_path / "jobs"), max_parallel=1)
+    outcome = run_stages([[Task("train A run 2", target, "flaky", "a"), Task("train B run 2", target, "work", "b",
+                                                                            0.0)]], settings, lambda m: None)
+    assert list(outcome.failed) == ["train A run 2"]
+    [record] = failed_jobs(str(tmp_path))   # read back as another process (a later --report-only) would
+    assert record["task"] == "train A run 2" and record["error"] == "RuntimeError: a: disk full"
+    assert record["log"].endswith("_log.out") and os.path.isfile(record["log"])
+    assert "train A run 2 on" in open(record["log"]).read()   # the failed job's own log
+    assert unfinished_lines(["A run 2"], str(tmp_path)) == [
+        "still missing (1): A run 2", "failed jobs (not succeeded since):",
+        f"  train A run 2 failed at {record['time']}: RuntimeError: a: disk full (log {record['log']})"]
+    outcome = run_stages([[Task("train A run 2", target, "flaky", "a")]], settings, lambda m: None)
+    assert not outcome.failed and failed_jobs(str(tmp_path)) == [] and unfinished_lines([], str(tmp_path)) == []
 
 
 FAKE_SBATCH = """#!/usr/bin/env python3

@@ -262,18 +262,18 @@ def test_bad_cotraining_settings_stop_start_up(make_trainer, monkeypatch, tmp_pa
     """The co-training is spelled in the name; the variables that once set it (and left the name unchanged) are
     refused with the spelling to use, before nnU-Net writes anything."""
     monkeypatch.setenv("NNUNET_EXT_COTRAINING_WEIGHT", "0.3")
-    with pytest.raises(ValueError, match="NNUNET_EXT_COTRAINING_WEIGHT no longer set ModDrop\\+\\+'s co-training: "
+    with pytest.raises(ValueError, match="NNUNET_EXT_COTRAINING_WEIGHT no longer sets ModDrop\\+\\+'s co-training: "
                                          "spell it in the trainer name instead, e.g. "
                                          "nnUNetTrainerModDropPlusPlus_p05_w03"):
         make_trainer("nnUNetTrainerModDropPlusPlus_p05_8epochs")
     assert not (tmp_path / "results").exists()
     monkeypatch.delenv("NNUNET_EXT_COTRAINING_WEIGHT")
-    assert cotraining_settings(0.3, "mse", {}) == {"weight": 0.3, "similarity": "mse"}
+    assert cotraining_settings(0.3, "mse") == {"weight": 0.3, "similarity": "mse"}
     for weight, similarity, message in ((-1.0, "ssim", "weight must be a number >= 0, got -1.0"),
                                         (float("nan"), "ssim", "weight must be a number >= 0, got nan"),
                                         (0.5, "kl", "'ssim' or 'mse', got 'kl'")):
         with pytest.raises(ValueError, match=message):
-            cotraining_settings(weight, similarity, {})
+            cotraining_settings(weight, similarity)
 
 
 def test_stock_train_continue_and_predict_with_adc_missing(nnunet_workspace, tmp_path):

@@ -21,7 +21,7 @@ import sys
 
 from nnunet_ext.experiments.stroke.harness import Harness, results_by_cell
 from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
-                                         report_command, report_outcome, run_stages)
+                                         report_command, report_outcome, run_stages, unfinished_lines)
 from nnunet_ext.experiments.stroke.report import summarize_cell, write_report
 from nnunet_ext.experiments.stroke.settings import METHODS, PROFILES, TABLES
 from nnunet_ext.provenance import provenance
@@ -66,6 +66,8 @@ def main(argv=None) -> None:
     paths = write_report(table, profile, summaries, labels, out, command, provenance(seed=profile.seed))
     print(open(paths["md"]).read())
     print("wrote " + ", ".join(paths.values()))
+    for line in unfinished_lines(harness.missing_runs(), harness.workdir):
+        print(line)
     if outcome.failed:
         sys.exit("error: the table holds the finished runs only" + outcome.failure_lines())
 

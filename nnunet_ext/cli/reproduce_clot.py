@@ -29,7 +29,7 @@ from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES, TABLE_MODELS
 from nnunet_ext.experiments.clot.aggregate import read_reference_results
 from nnunet_ext.experiments.clot.report import write_clot_report
 from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
-                                         report_command, report_outcome, run_stages)
+                                         report_command, report_outcome, run_stages, unfinished_lines)
 from nnunet_ext.provenance import provenance
 
 def models_per_table(tables: List[int], models: Optional[List[str]]) -> dict:
@@ -66,6 +66,17 @@ def _parser() -> argparse.ArgumentParser:
                              "benchmarks/results/clot_quick, one run per row on the `easy` preset)")
     add_executor_arguments(parser)
     return parser
+
+
+def missing_row_runs(reports: dict) -> List[str]:
+    """'<row> run <k>' for every (row, run) of the reported tables without a result (a shared row once)."""
+    missing = {}
+    for rows, results, _ in reports.values():
+        for row in rows:
+            for run, result in enumerate(results[row.key], start=1):
+                if result is None:
+                    missing[f"{row.key} run {run}"] = None
+    return list(missing)
 
 
 def _write_tables(harness: ClotHarness, reports: dict, args: argparse.Namespace, command: str) -> List[str]:
@@ -112,13 +123,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                    "nnunet_ext_reproduce_clot"))
             if outcome.submitted:
                 return
-        written = _write_tables(harness, harness.read_tables(selection, args.lesion, up_to_run=args.runs), args,
-                                command)
+        reports = harness.read_tables(selection, args.lesion, up_to_run=args.runs)
+        written = _write_tables(harness, reports, args, command)
         if not written:
             raise ValueError(f"no finished run of any row of Table(s) {', '.join(map(str, tables))} to report")
     except (ValueError, RuntimeError, FileExistsError) as error:
         sys.exit(f"error: {error}" + outcome.failure_lines())
     print("wrote " + ", ".join(written))
+    for line in unfinished_lines(missing_row_runs(reports), harness.workdir):
+        print(line)
     if outcome.failed:
         sys.exit("error: the tables hold the finished runs only" + outcome.failure_lines())
 

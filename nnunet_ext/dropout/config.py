@@ -1,11 +1,10 @@
 """Which channels may be dropped, and how: settings resolved by modality *name* and validated at start-up.
 
 Droppable channels come from, in this order:
-1. the environment variable NNUNET_EXT_DROPPABLE_CHANNELS (comma-separated names, e.g. "ADC"),
+1. the names the trainer is given (from NNUNET_EXT_DROPPABLE_CHANNELS, read by training/environment.py),
 2. the key "droppable_channels" (a list of names) in the dataset's `dataset.json`.
 Names are those of `dataset.json` "channel_names". Every bad value stops training with a message naming it.
 """
-import os
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -14,8 +13,6 @@ import numpy as np
 from nnunet_ext.dropout.schedule import schedule_names
 
 DATASET_JSON_KEY = "droppable_channels"
-ENV_DROPPABLE_CHANNELS = "NNUNET_EXT_DROPPABLE_CHANNELS"
-ENV_SEED = "NNUNET_EXT_SEED"
 DEFAULT_SEED = 12345
 
 
@@ -76,29 +73,25 @@ class ModalityDropoutConfig:
 
 
 def modality_dropout_config(dataset_json: Mapping, drop_probability: float, schedule: str, noise_std: float,
-                            environ: Optional[Mapping[str, str]] = None) -> ModalityDropoutConfig:
-    """Resolve the settings of a run from dataset.json and the environment (see module docstring)."""
-    environ = os.environ if environ is None else environ
+                            droppable_channels: Optional[Sequence[str]] = None,
+                            seed: int = DEFAULT_SEED) -> ModalityDropoutConfig:
+    """Resolve the settings of a run: the droppable channels asked for (the environment's, see
+    training/environment.py), else dataset.json's "droppable_channels"."""
     channel_names = channel_names_from_dataset_json(dataset_json)
-    if environ.get(ENV_DROPPABLE_CHANNELS, "").strip():
-        requested = environ[ENV_DROPPABLE_CHANNELS].split(",")
+    if droppable_channels:
+        requested = list(droppable_channels)
     elif DATASET_JSON_KEY in dataset_json:
         requested = dataset_json[DATASET_JSON_KEY]
         if isinstance(requested, str):
             requested = [requested]
     else:
         raise ValueError(f"no droppable channels chosen: add \"{DATASET_JSON_KEY}\": [names] to dataset.json or set "
-                         f"{ENV_DROPPABLE_CHANNELS} (e.g. ADC); dataset.json has {', '.join(channel_names)}")
+                         f"NNUNET_EXT_DROPPABLE_CHANNELS (e.g. ADC); dataset.json has {', '.join(channel_names)}")
     indices = resolve_droppable_channels(channel_names, requested)
-    seed_text = environ.get(ENV_SEED, str(DEFAULT_SEED))
-    try:
-        seed = int(seed_text)
-    except ValueError:
-        raise ValueError(f"{ENV_SEED} must be an integer, got {seed_text!r}") from None
     return ModalityDropoutConfig(channel_names=tuple(channel_names),
                                  droppable_names=tuple(channel_names[i] for i in indices),
                                  droppable_indices=indices, drop_probability=float(drop_probability),
-                                 schedule=schedule, noise_std=float(noise_std), seed=seed)
+                                 schedule=schedule, noise_std=float(noise_std), seed=int(seed))
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:

@@ -1,13 +1,9 @@
 """Common base of our trainers: epoch count by class attribute, CPU-budget knobs, a settings file.
 
-Budget knobs (environment, read at start-up, positive integers) make small CPU runs possible with the
-stock `nnUNetv2_train`, which has no option for them:
-  NNUNET_EXT_ITERATIONS_PER_EPOCH      (nnU-Net default 250)
-  NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH  (nnU-Net default 50)
-  NNUNET_EXT_SAVE_EVERY                (checkpoint_latest every N epochs; nnU-Net default 50)
-  NNUNET_EXT_FINAL_VALIDATION          (0: skip the validation nnUNetv2_train runs after training; default 1)
-The last one is for harnesses that evaluate on their own test set: on a CPU nnU-Net's final validation
-(mirroring, a pool of export processes) can cost as much as a short training.
+The budget knobs (iterations per epoch, validation iterations, checkpoint interval) and the switch for
+nnUNetv2_train's final validation come from the environment (training/environment.py lists every variable).
+Skipping the final validation is for harnesses that evaluate on their own test set: on a CPU nnU-Net's final
+validation (mirroring, a pool of export processes) can cost as much as a short training.
 A run continued with `--c` reuses the settings it started with, so changing the environment between runs
 cannot change a schedule half-way. They are stored twice: in `nnunet_ext_settings.json` in the fold folder
 (with the provenance, for people) and in every checkpoint (checkpoint["init_args"]["nnunet_ext_settings"]),
@@ -18,7 +14,7 @@ NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS=1 continues anyway, with the current env
 import json
 import os
 from os.path import isfile, join
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import save_json
@@ -26,52 +22,12 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.provenance import provenance
 from nnunet_ext.training.cpu_threads import cpu_threads
+from nnunet_ext.training.environment import RESUME_WITH_CURRENT_SETTINGS, TrainerEnvironment
 from nnunet_ext.training.settings_file import (CHECKPOINT_KEY, SETTINGS_FILE, read_settings_file,
                                               settings_differences)
 
-RESUME_OVERRIDE_ENV = "NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS"
 # the checkpoint nnUNetv2_train --c loads: the first of these that exists (run_training.maybe_load_checkpoint)
 RESUME_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
-BUDGET_ENV = {
-    "num_iterations_per_epoch": "NNUNET_EXT_ITERATIONS_PER_EPOCH",
-    "num_val_iterations_per_epoch": "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH",
-    "save_every": "NNUNET_EXT_SAVE_EVERY",
-}
-
-
-def budget_from_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, int]:
-    """The budget knobs that are set in the environment, validated."""
-    environ = os.environ if environ is None else environ
-    budget = {}
-    for attribute, variable in BUDGET_ENV.items():
-        text = environ.get(variable, "").strip()
-        if not text:
-            continue
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"{variable} must be a positive integer, got {text!r}")
-        budget[attribute] = value
-    return budget
-
-
-def final_validation_from_env(environ: Optional[Mapping[str, str]] = None) -> bool:
-    """Whether nnUNetv2_train's validation after training runs (NNUNET_EXT_FINAL_VALIDATION, default yes)."""
-    environ = os.environ if environ is None else environ
-    text = environ.get("NNUNET_EXT_FINAL_VALIDATION", "1").strip().lower()
-    if text not in ("0", "1", "false", "true"):
-        raise ValueError(f"NNUNET_EXT_FINAL_VALIDATION must be 0 or 1, got {text!r}")
-    return text in ("1", "true")
-
-
-def resume_override_from_env(environ: Optional[Mapping[str, str]] = None) -> bool:
-    environ = os.environ if environ is None else environ
-    text = environ.get(RESUME_OVERRIDE_ENV, "0").strip().lower()
-    if text not in ("0", "1", "false", "true"):
-        raise ValueError(f"{RESUME_OVERRIDE_ENV} must be 0 or 1, got {text!r}")
-    return text in ("1", "true")
 
 
 def resume_settings(current: Dict, from_file: Optional[Dict], from_checkpoint: Optional[Dict], settings_path: str,
@@ -83,20 +39,21 @@ def resume_settings(current: Dict, from_file: Optional[Dict], from_checkpoint: O
     then starts afresh). Raises ValueError when the settings the weights were trained with are unknown or
     contradicted, unless `override` (then the current settings are used)."""
     if override:
-        return current, (f"nnunet_ext: {RESUME_OVERRIDE_ENV}=1: continuing with the current environment's "
-                         f"settings, whatever the checkpoint or {SETTINGS_FILE} held")
+        return current, (f"nnunet_ext: {RESUME_WITH_CURRENT_SETTINGS}=1: continuing with the current "
+                         f"environment's settings, whatever the checkpoint or {SETTINGS_FILE} held")
     if checkpoint_path is None or (from_checkpoint is None and from_file is not None):
         # nothing to continue from, or a checkpoint written before checkpoints carried settings
         chosen = from_file if from_file is not None else current
     elif from_checkpoint is None:
         raise ValueError(f"cannot continue from {checkpoint_path}: it carries no nnunet_ext settings and "
                          f"{settings_path} is missing, so the settings it was trained with are unknown (the current "
-                         f"environment asks for {current}). Restore {SETTINGS_FILE}, or set {RESUME_OVERRIDE_ENV}=1 "
+                         f"environment asks for {current}). Restore {SETTINGS_FILE}, or set "
+                         f"{RESUME_WITH_CURRENT_SETTINGS}=1 "
                          f"to continue with the current settings")
     elif from_file is not None and from_file != from_checkpoint:
         raise ValueError(f"{settings_path} disagrees with the settings stored in {checkpoint_path} (file vs "
                          f"checkpoint: {'; '.join(settings_differences(from_file, from_checkpoint))}). Delete the "
-                         f"file to continue with the checkpoint's settings, or set {RESUME_OVERRIDE_ENV}=1 to "
+                         f"file to continue with the checkpoint's settings, or set {RESUME_WITH_CURRENT_SETTINGS}=1 to "
                          f"continue with the current environment's")
     else:
         chosen = from_checkpoint
@@ -115,7 +72,7 @@ def check_fresh_start(current: Dict, stored: Dict, settings_path: str, override:
         raise ValueError(f"{os.path.dirname(settings_path)} holds a training with other settings than this one "
                          f"(there vs now: {'; '.join(settings_differences(stored, current))}); starting afresh would "
                          f"mix the two in one folder. Continue that training with --c, delete the folder to replace "
-                         f"it, or set {RESUME_OVERRIDE_ENV}=1 to start over it anyway")
+                         f"it, or set {RESUME_WITH_CURRENT_SETTINGS}=1 to start over it anyway")
 
 
 def checkpoint_settings(path: str) -> Optional[Dict]:
@@ -133,9 +90,9 @@ class nnUNetTrainerExt(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
-        budget = budget_from_env()  # validate before nnU-Net creates any folder
-        self.run_final_validation = final_validation_from_env()
-        self.resume_override = resume_override_from_env()
+        self.ext_environment = TrainerEnvironment.from_env()  # validated before nnU-Net creates any folder
+        self.run_final_validation = self.ext_environment.final_validation
+        self.resume_override = self.ext_environment.resume_with_current_settings
         threads, reasons = cpu_threads()
         continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -144,7 +101,7 @@ class nnUNetTrainerExt(nnUNetTrainer):
             torch.set_num_threads(threads)
             self.print_to_log_file(f"CPU threads: {threads} (limits: {reasons})")
         self.num_epochs = self.training_epochs
-        for attribute, value in budget.items():
+        for attribute, value in self.ext_environment.budget.items():
             setattr(self, attribute, value)
         # JSON round trip, so that it compares equal to what a -c run reads back from disk
         self.ext_settings = json.loads(json.dumps(self.collect_settings()))
@@ -195,7 +152,7 @@ class nnUNetTrainerExt(nnUNetTrainer):
                 if self.was_initialized:
                     raise ValueError(f"{filename_or_checkpoint} was trained with other settings than this trainer "
                                      f"uses ({'; '.join(settings_differences(stored, self.ext_settings))}); set "
-                                     f"{RESUME_OVERRIDE_ENV}=1 to load it anyway")
+                                     f"{RESUME_WITH_CURRENT_SETTINGS}=1 to load it anyway")
                 self.print_to_log_file(f"nnunet_ext: using the settings stored in {filename_or_checkpoint}")
                 self.ext_settings = stored
                 self.restore_settings(stored)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from nnunet_ext.dropout.config import ModalityDropoutConfig, epoch_seed, modality_dropout_config
+from nnunet_ext.training.environment import TrainerEnvironment
 from nnunet_ext.dropout.modality_dropout import ModalityDropoutDraw, apply_modality_dropout, draw_modality_dropout
 from nnunet_ext.dropout.schedule import gradual_factor
 from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
@@ -29,8 +30,10 @@ class nnUNetTrainerModalityDropout(nnUNetTrainerExt):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         # Resolve (and reject bad) settings before nnU-Net creates the results folder.
+        environment = TrainerEnvironment.from_env()
         self.modality_dropout = modality_dropout_config(dataset_json, self.drop_probability, self.dropout_schedule,
-                                                        self.dropout_noise_std)
+                                                        self.dropout_noise_std, environment.droppable_channels,
+                                                        environment.seed)
         super().__init__(plans, configuration, fold, dataset_json, device)
         # The results folder's dataset.json (copied by nnU-Net at train start) records the channels really used.
         self.dataset_json = {**self.dataset_json, "droppable_channels": list(self.modality_dropout.droppable_names)}

@@ -12,8 +12,7 @@ The co-training's weight (default 0.5; 0 switches it off) and similarity ('ssim'
 class attributes, spelled in the trainer's name (nnunet_ext.training.variants: _w03, _mse), so that they are in
 its results folder's name; the environment variables that once set them are refused with that hint.
 """
-import os
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -55,18 +54,9 @@ class nnUNetTrainerModDropPlus(nnUNetTrainerModalityDropout):
             return super().optimisation_step({**batch, 'data': data}, draw, full_data)
 
 
-RETIRED_COTRAINING_VARIABLES = ("NNUNET_EXT_COTRAINING_WEIGHT", "NNUNET_EXT_COTRAINING_SIMILARITY")
-
-
-def cotraining_settings(weight: float, similarity: str, environ: Optional[Mapping[str, str]] = None) -> Dict:
-    """The co-training settings of a ModDrop++ trainer class, checked; the retired environment variables are an
-    error (they changed the model without changing its name)."""
-    environ = os.environ if environ is None else environ
-    retired = [name for name in RETIRED_COTRAINING_VARIABLES if name in environ]
-    if retired:
-        raise ValueError(f"{', '.join(retired)} no longer set ModDrop++'s co-training: spell it in the trainer name "
-                         "instead, e.g. nnUNetTrainerModDropPlusPlus_p05_w03 (weight 0.3) or ..._w05_mse (MSE), "
-                         "and unset the variable")
+def cotraining_settings(weight: float, similarity: str) -> Dict:
+    """The co-training settings of a ModDrop++ trainer class (spelled in its name), checked. The environment
+    variables that once set them are refused by training/environment.py."""
     if not (isinstance(weight, (int, float)) and weight >= 0 and np.isfinite(weight)):
         raise ValueError(f"the co-training weight must be a number >= 0, got {weight!r}")
     if similarity not in ("ssim", "mse"):

@@ -27,6 +27,21 @@ SOURCE_ID = 510
 DATASET_IDS = {(2, "all_centers"): 511, (3, "unseen_held_out"): 512, (3, "all_centers"): 513}
 
 
+def _check_selection(table: TableSetting, methods: Optional[Sequence[str]],
+                     probabilities: Optional[Sequence[float]]) -> None:
+    """A name or probability the table does not have is an error, not a silently smaller table."""
+    known = list(dict.fromkeys([c.method for c in table.cells] + [c.key for c in table.cells]))
+    unknown = [m for m in methods or () if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))} for Table {table.number}; expected "
+                         f"some of {', '.join(known)}")
+    table_probabilities = sorted({c.probability for c in table.cells if c.probability is not None})
+    absent = [p for p in probabilities or () if p not in table_probabilities]
+    if absent:
+        raise ValueError(f"drop probabilit{'ies' if len(absent) > 1 else 'y'} {', '.join(map(str, absent))} not in "
+                         f"Table {table.number} (it has {', '.join(map(str, table_probabilities))})")
+
+
 class Harness:
     def __init__(self, workdir: str, table: TableSetting, profile: Profile, source: Optional[str] = None,
                  methods: Optional[Sequence[str]] = None, probabilities: Optional[Sequence[float]] = None,
@@ -34,6 +49,7 @@ class Harness:
         self.workdir = os.path.abspath(workdir)
         self.table, self.profile, self.source, self.log = table, profile, source, log
         self.runs = runs if runs is not None else profile.runs
+        _check_selection(table, methods, probabilities)
         self.cells = [c for c in table.cells
                       if (methods is None or c.method in methods or c.key in methods)
                       and (probabilities is None or c.probability is None or c.probability in probabilities)]
@@ -191,6 +207,11 @@ class Harness:
             return None
         progress = fold_progress(self.workspace.fold_folder(model), self.profile.epochs)
         return progress.line() if progress else "starting"
+
+    def missing_runs(self) -> List[str]:
+        """The (cell, run) pairs without a result, named as their jobs are."""
+        return [f"Table {self.table.number}: {cell.key} fold {fold}" for fold in range(self.runs)
+                for cell in self.cells if not os.path.isfile(self.result_path(cell, fold))]
 
     def finished_results(self) -> List[Dict]:
         return [self.run_cell(c, f) for f in range(self.runs) for c in self.cells
