@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---------------------------------------------------------------------------------------------- layouts
 
 def _layout(rows):
-    return [(r.network.architecture, r.network.slices, r.test_set, r.phase, r.chain) for r in rows]
+    return [(r.network.model, r.network.slices, r.test_set, r.phase_channel, r.chain) for r in rows]
 
 
 def test_table5_is_attllstm_at_the_scaled_slice_counts():
@@ -47,8 +47,8 @@ def test_table6_rows_in_the_papers_order():
     models = [NNUNET, "CLSTM", "LLSTM", "AttCLSTM", "AttLLSTM", "UpAttLLSTM"]
     expected = [(m, ()) for m in models] + [(m, ("Lesion",)) for m in (NNUNET, "AttCLSTM", "AttLLSTM")] + \
         [(m, ("Lesion", "Thr")) for m in (NNUNET, "AttCLSTM", "AttLLSTM")] + [("UpAttLLSTM", ("Big",))]
-    assert [(r.network.architecture, r.chain) for r in rows] == expected
-    assert all(r.test_set == "AB" and r.phase == "present" for r in rows)
+    assert [(r.network.model, r.chain) for r in rows] == expected
+    assert all(r.test_set == "AB" and r.phase_channel == "present" for r in rows)
     assert rows[0].network.slices is None and rows[1].network.slices == 8
     assert rows[7].paper.dice == (0.43, 0.36) and rows[11].paper.det == (1.0, 0.91)
 
@@ -56,10 +56,13 @@ def test_table6_rows_in_the_papers_order():
 def test_table7_rows_and_shared_cells():
     rows = table_rows(7, QUICK)
     assert len(rows) == 12
-    assert [(r.test_set, r.phase, r.chain) for r in rows[:6]] == [
+    assert [(r.test_set, r.phase_channel, r.chain) for r in rows[:6]] == [
         ("AB", "present", ()), ("AB", "present", ("Big",)), ("AB", "missing", ()), ("AB", "missing", ("Big",)),
         ("C", "present", ()), ("C", "present", ("Big",))]
-    assert {r.network.architecture for r in rows[6:]} == {GRADUAL}
+    assert {r.network.model for r in rows[6:]} == {GRADUAL}
+    # the gradual rows are UpAttLLSTM trained another way: the architecture is one, the recipe another
+    assert {(r.network.architecture, r.network.gradual_dropout) for r in rows} == {("UpAttLLSTM", False),
+                                                                                   ("UpAttLLSTM", True)}
     assert rows[10].paper.dice_all == 0.28 and rows[11].paper.det_all == 0.77 and rows[3].paper is None
     # the same row in two tables is one result: AttLLSTM at 8 slices (5, 6), UpAttLLSTM raw and +Big (6, 7)
     table5, table6 = {r.key for r in table_rows(5, QUICK)}, {r.key for r in table_rows(6, QUICK)}
@@ -92,7 +95,9 @@ def test_every_trainer_of_every_profile_is_listed_for_nnunet():
             for network in row_networks(table_rows(table, profile), profile):
                 name = network.trainer(profile)
                 assert any(hasattr(m, name) for m in modules), name
-    assert Network(GRADUAL, 8).plans == "nnUNetPlans_UpAttLLSTM_s8"
+    assert Network.of_model(GRADUAL, 8) == Network("UpAttLLSTM", 8, gradual_dropout=True)
+    assert Network.of_model(GRADUAL, 8).plans == "nnUNetPlans_UpAttLLSTM_s8"
+    assert Network.of_model(GRADUAL, 8).trainer(QUICK) == "nnUNetTrainerUpAttLLSTMGradualDrop_100epochs"
     assert Network(NNUNET).trainer(QUICK) == "nnUNetTrainerNoDropout_100epochs"
 
 
@@ -308,7 +313,7 @@ def test_lesion_dataset_holds_out_center_c_and_keeps_dwi(tmp_path):
 
 def test_commands_a_harness_would_run_without_running_them(tmp_path):
     harness = ClotHarness(str(tmp_path), HARD, log=lambda m: None)
-    fine_tune = harness.models.train_command(Network(GRADUAL, 8), run=3)
+    fine_tune = harness.models.train_command(Network.of_model(GRADUAL, 8), run=3)
     assert fine_tune[:7] == ["nnUNetv2_train", "531", "3d_fullres", "2", "-p", "nnUNetPlans_UpAttLLSTM_s8", "-tr"]
     assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_100epochs__nnUNetPlans_UpAttLLSTM_s8"
                                   "__3d_fullres/fold_2/checkpoint_best.pth")  # run 3 fine-tunes run 3's best model
@@ -496,9 +501,9 @@ def test_ci_rerun_runs_nothing_and_report_only_names_missing_runs(ci_run, capsys
     assert "- row 3 (UpAttLLSTM, -): run 2 of 2 missing" in out  # Table 7 without PHASE: only run 1 was computed
     assert "- row 1 (UpAttLLSTM, -)" not in out  # shared with Table 6, which has both runs
     # the output names every missing (row, run) once (a row shared by both tables once), Table 6's first
-    assert ("still missing (5): UpAttLLSTM_s8__AB_present__Big run 2; UpAttLLSTM_s8__AB_missing__raw run 2; "
-            "UpAttLLSTM_s8__AB_missing__Big run 2; UpAttLLSTM_s8__C_present__raw run 2; "
-            "UpAttLLSTM_s8__C_present__Big run 2") in out.splitlines()
+    assert ("still missing (5):\n  UpAttLLSTM_s8__AB_present__Big: run 2\n  UpAttLLSTM_s8__AB_missing__raw: run 2\n"
+            "  UpAttLLSTM_s8__AB_missing__Big: run 2\n  UpAttLLSTM_s8__C_present__raw: run 2\n"
+            "  UpAttLLSTM_s8__C_present__Big: run 2\n") in out
     table = _report(workdir, "report_table6")[1]
     assert [r["missing"] for r in table] == ["", "", "", "", "run 2 of 2 missing"]
     assert table[:4] == _report(workdir, "t6")[1][:4]

@@ -133,7 +133,7 @@ def test_a_failed_job_is_remembered_in_the_workdir_until_it_succeeds(tmp_path, i
     assert record["log"].endswith("_log.out") and os.path.isfile(record["log"])
     assert "train A run 2 on" in open(record["log"]).read()   # the failed job's own log
     assert unfinished_lines(["A run 2"], str(tmp_path)) == [
-        "still missing (1): A run 2", "failed jobs (not succeeded since):",
+        "still missing (1):", "  A run 2", "failed jobs (not succeeded since):",
         f"  train A run 2 failed at {record['time']}: RuntimeError: a: disk full (log {record['log']})"]
     outcome = run_stages([[Task("train A run 2", target, "flaky", "a")]], settings, lambda m: None)
     assert not outcome.failed and failed_jobs(str(tmp_path)) == [] and unfinished_lines([], str(tmp_path)) == []

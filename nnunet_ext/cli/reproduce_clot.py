@@ -69,14 +69,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def missing_row_runs(reports: dict) -> List[str]:
-    """'<row> run <k>' for every (row, run) of the reported tables without a result (a shared row once)."""
+    """'<row>: run(s) <k>, ...' for every row of the reported tables with a run without a result (a row shared
+    by two tables once)."""
     missing = {}
     for rows, results, _ in reports.values():
         for row in rows:
-            for run, result in enumerate(results[row.key], start=1):
-                if result is None:
-                    missing[f"{row.key} run {run}"] = None
-    return list(missing)
+            runs = [str(run) for run, result in enumerate(results[row.key], start=1) if result is None]
+            if runs:
+                missing[row.key] = f"{row.key}: run{'s' if len(runs) > 1 else ''} {', '.join(runs)}"
+    return list(missing.values())
 
 
 def _write_tables(harness: ClotHarness, reports: dict, args: argparse.Namespace, command: str) -> List[str]:

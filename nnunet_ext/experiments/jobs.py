@@ -169,7 +169,8 @@ def unfinished_lines(missing: Sequence[str], workdir: str) -> List[str]:
     that failed and have not succeeded since, each with its log."""
     lines = []
     if missing:
-        lines.append(f"still missing ({len(missing)}): " + "; ".join(missing))
+        lines.append(f"still missing ({len(missing)}):")
+        lines += [f"  {item}" for item in missing]
     failures = failed_job_lines(workdir)
     if failures:
         lines.append("failed jobs (not succeeded since):")

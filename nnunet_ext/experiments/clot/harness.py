@@ -36,8 +36,8 @@ from nnunet_ext.provenance import provenance
 
 def dwi_swap_networks(rows: Sequence[Row]) -> List[Network]:
     """The attention models among `rows`' raw A+B rows with PHASE present: the ones the DWI-swap check runs on."""
-    found = {row.network: None for row in rows if row.network.architecture in ATTENTION_MODELS and not row.chain
-             and row.test_set == "AB" and row.phase == "present"}
+    found = {row.network: None for row in rows if row.network.model in ATTENTION_MODELS and not row.chain
+             and row.test_set == "AB" and row.phase_channel == "present"}
     return list(found)
 
 
@@ -109,17 +109,17 @@ class ClotHarness:
         return finished_or_computed(self.result_path(row, run), lambda: self._evaluate_row(row, run))
 
     def _evaluate_row(self, row: Row, run: int) -> Dict:
-        prediction = self.models.predict(row.network, row.test_set, row.phase, run)
+        prediction = self.models.predict(row.network, row.test_set, row.phase_channel, run)
         folder = self.postprocess(row, prediction, run)
         per_case, summary = self.evaluate(folder, "clot", row.test_set)
         commands = [shlex.join(self.models.train_command(n, run)) for n in row_networks([row], self.profile)]
-        commands.append(shlex.join(self.models.predict_command(row.network, row.test_set, row.phase, run)))
+        commands.append(shlex.join(self.models.predict_command(row.network, row.test_set, row.phase_channel, run)))
         if row.chain:
             commands.append(shlex.join(self.postprocess_command(row, prediction, run)[0]))
         result = {"key": row.key, "run": run, "fold": run_fold(run), "seed": self.models.seed(run),
                   "network": asdict(row.network), "trainer": row.network.trainer(self.profile),
                   "plans": row.network.plans, "dataset_id": row.network.dataset_id, "test_set": row.test_set,
-                  "phase": row.phase, "chain": list(row.chain), "steps": self.step_texts(row.chain),
+                  "phase": row.phase_channel, "chain": list(row.chain), "steps": self.step_texts(row.chain),
                   "lesion_source": row.lesion_source if "Lesion" in row.chain else None,
                   "metrics": table_metrics(summary["1"]), "summary": summary, "per_case": per_case,
                   "folders": {"prediction": prediction, "evaluated": folder}, "commands": commands,

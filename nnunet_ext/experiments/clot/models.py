@@ -22,7 +22,7 @@ from typing import Callable, List, Optional
 from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
 from nnunet_ext.data.staging import write_json
 from nnunet_ext.experiments.clot.datasets import derive_lesion_dataset, run_fold, validation_split
-from nnunet_ext.experiments.clot.profiles import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, GRADUAL, LESION_ID,
+from nnunet_ext.experiments.clot.profiles import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, LESION_ID,
                                                   NNUNET, PREDICTION_CHECKPOINT, SOURCE_ID, UNSEEN_CENTER,
                                                   ClotProfile)
 from nnunet_ext.experiments.clot.rows import Network
@@ -129,7 +129,7 @@ class ClotModels:
             self.workspace.run(["nnunet_ext_plan_cpu", "-d", str(network.dataset_id)],
                                f"plans_cpu_{network.dataset_id}")
             return
-        model = "UpAttLLSTM" if network.architecture == GRADUAL else network.architecture
+        model = network.architecture
         height, width = load_template(self.profile.template)["patch_size"][1:]
         self.workspace.run(["nnunet_ext_plan_upattllstm", "-d", str(network.dataset_id), "-t", self.profile.template,
                           "--model", model, "--patch", str(network.slices), str(height), str(width),

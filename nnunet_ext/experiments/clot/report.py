@@ -7,7 +7,7 @@ import numpy as np
 
 from nnunet_ext.experiments.clot.aggregate import GROUPS, JUDGED, METRICS, aggregate_runs, judge, missing_text
 from nnunet_ext.experiments.clot.paper_numbers import PaperRow
-from nnunet_ext.experiments.clot.profiles import (GRADUAL, NNUNET, PAPER_MIN_SIZE_PX, PAPER_PIXEL_MM,
+from nnunet_ext.experiments.clot.profiles import (NNUNET, PAPER_MIN_SIZE_PX, PAPER_PIXEL_MM,
                                                   PREDICTION_CHECKPOINT, TEST_SET_LABELS, THRESHOLD, ClotProfile)
 from nnunet_ext.experiments.clot.rows import Row, table_comparisons
 from nnunet_ext.experiments.progress import ValidationCourse
@@ -46,7 +46,7 @@ def paper_text(paper: Optional[PaperRow], which: str, footnotes: List[str]) -> s
 
 def model_label(row: Row, profile: ClotProfile) -> str:
     network = row.network
-    if network.architecture == GRADUAL:
+    if network.gradual_dropout:
         how = "fine-tuned from UpAttLLSTM" if profile.gradual_init == "pretrained" else "from scratch"
         label = f"UpAttLLSTM + gradual dropout of PHASE (p 0.5, {how})"
     elif network.architecture == NNUNET:
@@ -174,7 +174,7 @@ HEADER = ["#", "model", "test set", "PHASE", "post-proc.", "runs"] + [
 def _table_cells(number: int, row: Row, profile: ClotProfile, aggregate: Optional[Mapping], finished: int,
                  runs: int, missing: str, footnotes: List[str]) -> List[str]:
     """One line of the markdown table (`footnotes` collects the paper values' uncertainties)."""
-    cells = [str(number), model_label(row, profile), TEST_SET_LABELS[row.test_set], row.phase, row.postprocessing,
+    cells = [str(number), model_label(row, profile), TEST_SET_LABELS[row.test_set], row.phase_channel, row.postprocessing,
              f"{finished}/{runs}" + (f" ({missing})" if missing else "")]
     if aggregate is None:
         cells += ["not run"] + [""] * (len(HEADER) - len(cells) - 3)
@@ -242,7 +242,7 @@ def _reference_section(rows: Sequence[Row], aggregates: Mapping[str, Optional[Ma
             _fmt(old["all"]["detection"]), _fmt(old["all"]["fp_count"])]
         post = "-" if not row.chain else "+".join(row.chain)
         now_text = "-" if now is None else _cell(now["all"]["dice"], 2)
-        lines.append(f"| {number} | {model_label(row, profile)} | {TEST_SET_LABELS[row.test_set]} | {row.phase} | "
+        lines.append(f"| {number} | {model_label(row, profile)} | {TEST_SET_LABELS[row.test_set]} | {row.phase_channel} | "
                      f"{post} | " + " | ".join(cells) + f" | {now_text} |")
     return lines
 
@@ -272,8 +272,8 @@ def write_clot_report(table: int, profile: ClotProfile, rows: Sequence[Row],
         lines.append("| " + " | ".join(_table_cells(number, row, profile, aggregate, len(finished), len(run_results),
                                                      missing, footnotes)) + " |")
         record = {"row": number, "key": row.key, "model": model_label(row, profile),
-                  "architecture": row.network.architecture, "slices": row.network.slices,
-                  "test_set": row.test_set, "phase": row.phase, "postprocessing": row.postprocessing,
+                  "architecture": row.network.model, "slices": row.network.slices,
+                  "test_set": row.test_set, "phase": row.phase_channel, "postprocessing": row.postprocessing,
                   "runs_finished": len(finished), "runs": len(run_results), "missing": missing}
         csv_rows.append(_csv_row(record, aggregate, row.paper))
         json_rows.append({**record, "metrics": aggregate, "run_metrics": [r and r["metrics"] for r in run_results],

@@ -18,16 +18,28 @@ from nnunet_ext.experiments.clot.profiles import (CLOT_ID, DATASET_NAMES, GRADUA
 
 @dataclass(frozen=True)
 class Network:
-    """One trained model: an architecture on the clot labels (or nnU-Net on the lesion labels)."""
-    architecture: str                 # 'nnU-Net', a clot model, or GRADUAL
+    """One trained model: an architecture on the clot labels (or nnU-Net on the lesion labels), trained plainly or
+    with gradual dropout of PHASE (Table 7)."""
+    architecture: str                 # 'nnU-Net' or a clot architecture (CLSTM, ..., UpAttLLSTM)
     slices: Optional[int] = None      # recurrent models: patch slices
     target: str = "clot"              # 'clot' or 'lesion'
+    gradual_dropout: bool = False     # trained with gradual dropout of PHASE
+
+    @classmethod
+    def of_model(cls, model: str, slices: Optional[int] = None) -> "Network":
+        """The network of a table's model name (GRADUAL: UpAttLLSTM with gradual dropout)."""
+        return cls("UpAttLLSTM", slices, gradual_dropout=True) if model == GRADUAL else cls(model, slices)
+
+    @property
+    def model(self) -> str:
+        """The tables' name of the model (and of its results: keys, file names, the JSON's "architecture")."""
+        return GRADUAL if self.gradual_dropout else self.architecture
 
     @property
     def key(self) -> str:
         if self.target == "lesion":
             return "lesion_nnunet"
-        return "nnunet" if self.architecture == NNUNET else f"{self.architecture}_s{self.slices}"
+        return "nnunet" if self.architecture == NNUNET else f"{self.model}_s{self.slices}"
 
     @property
     def dataset_id(self) -> int:
@@ -41,16 +53,16 @@ class Network:
     def plans(self) -> str:
         if self.architecture == NNUNET:
             return "nnUNetPlans_CPU"
-        model = "UpAttLLSTM" if self.architecture == GRADUAL else self.architecture
-        return f"nnUNetPlans_{model}_s{self.slices}"
+        return f"nnUNetPlans_{self.architecture}_s{self.slices}"
 
     def trainer(self, profile: ClotProfile) -> str:
-        family = {NNUNET: "NoDropout", GRADUAL: "UpAttLLSTMGradualDrop"}.get(self.architecture, "UpAttLLSTM")
+        family = "NoDropout" if self.architecture == NNUNET else (
+            "UpAttLLSTMGradualDrop" if self.gradual_dropout else "UpAttLLSTM")
         return f"nnUNetTrainer{family}{profile.trainer_suffix()}"
 
     def pretrained_from(self, profile: ClotProfile) -> Optional["Network"]:
         """The network whose final weights this one starts from (the paper's fine-tune), if any."""
-        if self.architecture == GRADUAL and profile.gradual_init == "pretrained":
+        if self.gradual_dropout and profile.gradual_init == "pretrained":
             return Network("UpAttLLSTM", self.slices)
         return None
 
@@ -62,7 +74,7 @@ LESION_NETWORK = Network(NNUNET, target="lesion")
 class Row:
     network: Network
     test_set: str                     # 'AB' or 'C'
-    phase: str                        # 'present' or 'missing' (zero image)
+    phase_channel: str                # the PHASE input: 'present' or 'missing' (a zero image)
     chain: Tuple[str, ...] = ()       # paper post-processing columns, in order: Lesion, Thr, Big
     lesion_source: str = "model"      # only matters with 'Lesion' in the chain
     paper: Optional[PaperRow] = None
@@ -74,7 +86,7 @@ class Row:
         chain = "+".join(self.chain) or "raw"
         if "Lesion" in self.chain and self.lesion_source == "reference":
             chain += "_oracle"
-        return f"{self.network.key}__{self.test_set}_{self.phase}__{chain}"
+        return f"{self.network.key}__{self.test_set}_{self.phase_channel}__{chain}"
 
     @property
     def postprocessing(self) -> str:
@@ -124,7 +136,7 @@ def table_rows(table: int, profile: ClotProfile, models: Optional[Sequence[str]]
         init = profile.gradual_init if model == GRADUAL else None
         for test_set, phase in (("AB", "present"), ("AB", "missing"), ("C", "present")):
             for big in (False, True):
-                rows.append(Row(Network(model, slices), test_set, phase, ("Big",) if big else (),
+                rows.append(Row(Network.of_model(model, slices), test_set, phase, ("Big",) if big else (),
                                 paper=PAPER_TABLE7.get((model, init, test_set, phase, big))))
     return rows
 
@@ -152,8 +164,8 @@ def table_comparisons(table: int, rows: Sequence[Row]) -> List[Tuple[int, int]]:
     gradual dropout against UpAttLLSTM in the same setting and +Big against the raw row."""
     def find(**wanted):
         for index, row in enumerate(rows):
-            fields = {"architecture": row.network.architecture, "slices": row.network.slices,
-                      "test_set": row.test_set, "phase": row.phase, "chain": row.chain}
+            fields = {"model": row.network.model, "slices": row.network.slices,
+                      "test_set": row.test_set, "phase_channel": row.phase_channel, "chain": row.chain}
             if all(fields[k] == v for k, v in wanted.items()):
                 return index
         return None
@@ -164,14 +176,14 @@ def table_comparisons(table: int, rows: Sequence[Row]) -> List[Tuple[int, int]]:
             references.append(next((i for i, r in enumerate(rows) if r.paper == PAPER_TABLE5[12]), None))
         elif table == 6:
             if row.chain:
-                references.append(find(architecture=row.network.architecture, chain=()))
+                references.append(find(model=row.network.model, chain=()))
             elif row.network.architecture != NNUNET:
-                references.append(find(architecture=NNUNET, chain=()))
+                references.append(find(model=NNUNET, chain=()))
         else:
-            setting = {"test_set": row.test_set, "phase": row.phase}
-            if row.network.architecture == GRADUAL:
-                references.append(find(architecture="UpAttLLSTM", chain=row.chain, **setting))
+            setting = {"test_set": row.test_set, "phase_channel": row.phase_channel}
+            if row.network.gradual_dropout:
+                references.append(find(model="UpAttLLSTM", chain=row.chain, **setting))
             if row.chain:
-                references.append(find(architecture=row.network.architecture, chain=(), **setting))
+                references.append(find(model=row.network.model, chain=(), **setting))
         pairs += [(index, reference) for reference in references if reference is not None and reference != index]
     return pairs
