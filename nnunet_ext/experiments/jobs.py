@@ -105,7 +105,10 @@ class Task(submitit.helpers.Checkpointable):
             result = getattr(self.target, self.method)(*self.args)
         except Exception as error:
             if workdir:
-                record_failed_job(workdir, self.name, f"{type(error).__name__}: {error}", _job_log())
+                try:
+                    record_failed_job(workdir, self.name, f"{type(error).__name__}: {error}", _job_log())
+                except OSError as record_error:  # e.g. the full disk that failed the task: report the task's error
+                    print(f"could not record the failure in {workdir}: {record_error}", flush=True)
             raise
         if workdir:
             clear_failed_job(workdir, self.name)
