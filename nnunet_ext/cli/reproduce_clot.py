@@ -26,7 +26,7 @@ from typing import List, Optional
 
 from nnunet_ext.experiments.clot.harness import ClotHarness
 from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES, TABLE_MODELS
-from nnunet_ext.experiments.clot.aggregate import read_reference_results
+from nnunet_ext.experiments.clot.aggregate import missing_runs, read_reference_results
 from nnunet_ext.experiments.clot.report import write_clot_report
 from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
                                          report_command, report_outcome, run_stages, unfinished_lines)
@@ -74,9 +74,9 @@ def missing_row_runs(reports: dict) -> List[str]:
     missing = {}
     for rows, results, _ in reports.values():
         for row in rows:
-            runs = [str(run) for run, result in enumerate(results[row.key], start=1) if result is None]
+            runs = missing_runs(results[row.key])
             if runs:
-                missing[row.key] = f"{row.key}: run{'s' if len(runs) > 1 else ''} {', '.join(runs)}"
+                missing[row.key] = f"{row.key}: run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))}"
     return list(missing.values())
 
 

@@ -93,6 +93,7 @@ class nnUNetTrainerExt(nnUNetTrainer):
         self.ext_environment = TrainerEnvironment.from_env()  # validated before nnU-Net creates any folder
         self.run_final_validation = self.ext_environment.final_validation
         self.resume_override = self.ext_environment.resume_with_current_settings
+        self.resolve_settings(dataset_json, self.ext_environment)
         threads, reasons = cpu_threads()
         continue_training = bool(plans.get("continue_training", False))
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -119,6 +120,10 @@ class nnUNetTrainerExt(nnUNetTrainer):
                 self.ext_settings = chosen
                 self.restore_settings(chosen)
         self.print_to_log_file(f"nnunet_ext settings: {self.ext_settings}")
+
+    def resolve_settings(self, dataset_json: dict, environment: TrainerEnvironment) -> None:
+        """Subclasses resolve and check their own settings here: it runs before nnU-Net's constructor, so a bad
+        value stops the run before any results folder exists."""
 
     # Subclasses extend these two to carry their own settings through -c.
     def collect_settings(self) -> Dict:

@@ -29,11 +29,6 @@ class nnUNetTrainerModalityDropout(nnUNetTrainerExt):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
-        # Resolve (and reject bad) settings before nnU-Net creates the results folder.
-        environment = TrainerEnvironment.from_env()
-        self.modality_dropout = modality_dropout_config(dataset_json, self.drop_probability, self.dropout_schedule,
-                                                        self.dropout_noise_std, environment.droppable_channels,
-                                                        environment.seed)
         super().__init__(plans, configuration, fold, dataset_json, device)
         # The results folder's dataset.json (copied by nnU-Net at train start) records the channels really used.
         self.dataset_json = {**self.dataset_json, "droppable_channels": list(self.modality_dropout.droppable_names)}
@@ -41,6 +36,12 @@ class nnUNetTrainerModalityDropout(nnUNetTrainerExt):
         self._dropout_factor = 1.0
         self._dropped_per_channel = np.zeros(len(self.modality_dropout.channel_names), dtype=np.int64)
         self._samples_seen = 0
+
+    def resolve_settings(self, dataset_json: dict, environment: TrainerEnvironment) -> None:
+        super().resolve_settings(dataset_json, environment)
+        self.modality_dropout = modality_dropout_config(dataset_json, self.drop_probability, self.dropout_schedule,
+                                                        self.dropout_noise_std, environment.droppable_channels,
+                                                        environment.seed)
 
     def collect_settings(self) -> Dict:
         return {**super().collect_settings(), "modality_dropout": self.modality_dropout.to_dict()}

@@ -24,6 +24,7 @@ from nnunet_ext.dropout.modality_dropout import ModalityDropoutDraw
 from nnunet_ext.losses.similarity import feature_dissimilarity
 from nnunet_ext.networks.dynamic_head import (capturing_head_output, modality_code_from_input, training_modality_code,
                                               using_modality_code, wrap_first_convolution)
+from nnunet_ext.training.environment import TrainerEnvironment
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 
 CODE_RULE = {"training": "1 where the dropout draw kept the channel and it has a nonzero voxel in the patch "
@@ -71,10 +72,12 @@ class nnUNetTrainerModDropPlusPlus(nnUNetTrainerModDropPlus):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
-        # validated before nnU-Net writes anything
-        self.cotraining = cotraining_settings(self.cotraining_weight, self.cotraining_similarity)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._similarities: List[float] = []
+
+    def resolve_settings(self, dataset_json: dict, environment: TrainerEnvironment) -> None:
+        super().resolve_settings(dataset_json, environment)
+        self.cotraining = cotraining_settings(self.cotraining_weight, self.cotraining_similarity)
 
     def collect_settings(self) -> Dict:
         return {**super().collect_settings(), "cotraining": self.cotraining}

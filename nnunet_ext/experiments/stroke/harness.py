@@ -185,12 +185,11 @@ class Harness:
         (cell, run) that trains, predicts and evaluates it; fold-major, so an interrupted grid already covers
         every cell."""
         self.finished_results()  # a finished run of another profile stops here, before any job
-        pending = [(cell, fold) for fold in range(self.runs) for cell in self.cells
-                   if not os.path.isfile(self.result_path(cell, fold))]
+        pending = self._pending()
         if not pending:
             return []
         return [[Task(f"Table {self.table.number}: datasets", self, "prepare")],
-                [Task(f"Table {self.table.number}: {cell.key} fold {fold}", self, "run_cell", cell, fold)
+                [Task(self._job_name(cell, fold), self, "run_cell", cell, fold)
                  for cell, fold in pending]]
 
     def progress_line(self, method: str, *args) -> Optional[str]:
@@ -208,10 +207,17 @@ class Harness:
         progress = fold_progress(self.workspace.fold_folder(model), self.profile.epochs)
         return progress.line() if progress else "starting"
 
+    def _pending(self) -> List[Tuple[Cell, int]]:
+        """The (cell, fold) pairs without a result, fold-major."""
+        return [(cell, fold) for fold in range(self.runs) for cell in self.cells
+                if not os.path.isfile(self.result_path(cell, fold))]
+
+    def _job_name(self, cell: Cell, fold: int) -> str:
+        return f"Table {self.table.number}: {cell.key} fold {fold}"
+
     def missing_runs(self) -> List[str]:
         """The (cell, run) pairs without a result, named as their jobs are."""
-        return [f"Table {self.table.number}: {cell.key} fold {fold}" for fold in range(self.runs)
-                for cell in self.cells if not os.path.isfile(self.result_path(cell, fold))]
+        return [self._job_name(cell, fold) for cell, fold in self._pending()]
 
     def finished_results(self) -> List[Dict]:
         return [self.run_cell(c, f) for f in range(self.runs) for c in self.cells
