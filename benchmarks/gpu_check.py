@@ -27,36 +27,29 @@ Writes benchmarks/results/gpu_check.{md,csv,json}.
 """
 import argparse
 import contextlib
-import logging
-import math
 import os
 import platform
 import shlex
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-import numpy as np
 import torch
 
+from gpu_measurements import (BASELINE, fetch_batches, make_trainer, moddrop_plus_plus_amp, predict_cuda_and_cpu,
+                              recompile_limit, train_family, upattllstm_table4)
+from gpu_report import ratio_to_baseline, render_markdown, verdicts
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-BASELINE = "nnUNetTrainer"
 STROKE_FAMILIES = ("nnUNetTrainerNoDropout", "nnUNetTrainerMultiUnet_p05", "nnUNetTrainerGradualDrop_p05",
                    "nnUNetTrainerModDropPlus_p05", "nnUNetTrainerModDropPlusPlus_p05")
 CLOT_FAMILIES = ("nnUNetTrainerUpAttLLSTM",)
 PREDICTION_TRAINER = "nnUNetTrainerModDropPlus_p05"
 STROKE, CLOT = "Dataset501_SyntheticStroke", "Dataset502_SyntheticClot"
 UPATTLLSTM_PLANS = "nnUNetPlans_UpAttLLSTM"
-EPOCHS = 2
 MIN_PART_S = 60  # a part needs about this much of the budget left to start (a compile-on run takes ~30-60 s)
-DICE_TARGET = 0.99
-# CUDA vs CPU probabilities of one checkpoint: cuDNN may run float32 convolutions in TF32 (10-bit mantissa), so
-# they differ by more than rounding, but a softmax that moves by more than this somewhere is another network.
-# Set before any GPU run; the report gives the measured value.
-PROBABILITY_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -86,74 +79,6 @@ SIZES = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- pure pieces
-
-class RecompileCounter(logging.Handler):
-    """Counts torch.compile recompilations: the records of dynamo's 'recompiles' log artifact, the messages
-    TORCH_LOGS=recompiles prints ("Recompiling function ... triggered by the following guard failure(s)")."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.reasons: List[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        lines = record.getMessage().splitlines()
-        if lines and lines[0].startswith("Recompiling function"):
-            # the function and the first guard that failed say why; the full text is on stderr
-            self.reasons.append(" / ".join(line.strip() for line in lines[:1] + lines[2:3]))
-
-    @property
-    def count(self) -> int:
-        return len(self.reasons)
-
-
-@contextlib.contextmanager
-def counting_recompiles() -> Iterator[RecompileCounter]:
-    """Turn on TORCH_LOGS=recompiles for the block (the log still reaches stderr) and count what it logs."""
-    import torch._dynamo.guards as guards
-    counter = RecompileCounter()
-    torch._logging.set_logs(recompiles=True)  # what TORCH_LOGS=recompiles sets; resets torch's log handlers
-    logger = getattr(guards, "recompiles_log", None) or logging.getLogger("torch._dynamo.guards.__recompiles")
-    logger.addHandler(counter)
-    try:
-        yield counter
-    finally:
-        logger.removeHandler(counter)
-        torch._logging.set_logs()
-
-
-def recompile_limit() -> int:
-    """Dynamo's per-function cache limit: past it, the function silently runs eagerly."""
-    config = torch._dynamo.config
-    return int(getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8)))
-
-
-class ScalerStepCounter:
-    """Counts optimizer steps a GradScaler skipped: update() lowers the scale exactly when it found inf/NaN
-    gradients and skipped the step."""
-
-    def __init__(self, scaler):
-        self.scaler = scaler
-        self.steps = 0
-        self.skipped = 0
-
-    @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
-        before = self.scaler.get_scale() if self.scaler is not None and self.scaler.is_enabled() else None
-        yield
-        self.steps += 1
-        if before is not None and self.scaler.get_scale() < before:
-            self.skipped += 1
-
-
-def segmentation_dice(a: np.ndarray, b: np.ndarray) -> Dict:
-    """Dice between two label maps' foreground (the project's rule: 1.0 when both are empty), and whether they
-    were, since two empty predictions agree trivially."""
-    from nnunet_ext.evaluation.metrics import dice
-    return {"dice": float(dice(a > 0, b > 0)), "foreground_voxels": [int((a > 0).sum()), int((b > 0).sum())],
-            "both_empty": bool(not (a > 0).any() and not (b > 0).any())}
-
-
 class Budget:
     """Wall-clock budget of the whole check: a part starts only with MIN_PART_S left."""
 
@@ -165,22 +90,6 @@ class Budget:
 
     def allows(self, needed: float = MIN_PART_S) -> bool:
         return self.left() >= needed
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_memory_mb(device: torch.device) -> Optional[float]:
-    return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1) if device.type == "cuda" else None
-
-
-def _copy(batch: dict) -> dict:
-    """train_step may drop channels in place: every trainer gets its own copy of a batch."""
-    target = batch["target"]
-    return {**batch, "data": batch["data"].clone(),
-            "target": [t.clone() for t in target] if isinstance(target, list) else target.clone()}
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -214,227 +123,6 @@ def _load(preprocessed: str, dataset: str, plans_name: str):
         dataset_json = json.load(f)
     return plans, dataset_json
 
-
-# ---------------------------------------------------------------------------------------------- parts
-
-def make_trainer(name: str, plans: dict, dataset_json: dict, device: torch.device, compile_network: bool):
-    """The trainer nnUNetv2_train builds, initialised (network, optimizer, loss; compiled if asked)."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunet_ext.training.variants import trainer_variant
-    os.environ["nnUNet_compile"] = "true" if compile_network else "false"  # read by initialize()
-    torch.manual_seed(0)
-    cls = nnUNetTrainer if name == BASELINE else trainer_variant(name)
-    trainer = cls(plans={**plans, "continue_training": False}, configuration="3d_fullres", fold=0,
-                  dataset_json=dataset_json, device=device)
-    trainer.initialize()
-    return trainer
-
-
-def fetch_batches(trainer, count: int) -> List[dict]:
-    """`count` augmented training batches from the trainer's own loader (reused by every trainer of a kind)."""
-    loader, _ = trainer.get_dataloaders()
-    return [next(loader) for _ in range(count)]
-
-
-def train_family(name: str, plans: dict, dataset_json: dict, batches: Sequence[dict], device: torch.device,
-                 compile_network: bool) -> Dict:
-    """EPOCHS epochs of len(batches) train steps, then one validation step each, as nnUNetTrainer runs them."""
-    import torch._dynamo
-    torch._dynamo.reset()  # each run compiles afresh, so its recompiles are its own
-    with counting_recompiles() as recompiles:
-        trainer = make_trainer(name, plans, dataset_json, device, compile_network)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        step_s: List[List[float]] = []
-        losses: List[float] = []
-        for epoch in range(EPOCHS):
-            trainer.current_epoch = epoch
-            trainer.on_train_epoch_start()
-            step_s.append([])
-            for batch in batches:
-                batch = _copy(batch)
-                _synchronize(device)
-                started = time.perf_counter()
-                losses.append(float(trainer.train_step(batch)["loss"]))
-                _synchronize(device)
-                step_s[-1].append(time.perf_counter() - started)
-            trainer.on_validation_epoch_start()
-            validation = trainer.validation_step(_copy(batches[0]))
-            losses.append(float(validation["loss"]))
-    compiled = trainer._do_i_compile()
-    return {"trainer": name, "compile": compiled, "median_step_s": round(statistics.median(step_s[-1]), 5),
-            "first_step_s": round(step_s[0][0], 3), "peak_memory_mb": _peak_memory_mb(device),
-            "recompiles": recompiles.count if compiled else None,
-            "recompile_reasons": recompiles.reasons[:10],
-            "losses_finite": all(math.isfinite(v) for v in losses), "_trainer": trainer}
-
-
-def moddrop_plus_plus_amp(plans: dict, dataset_json: dict, batches: Sequence[dict], device: torch.device,
-                          steps: int) -> Dict:
-    """`steps` ModDrop++ train steps (nnU-Net's autocast + GradScaler on CUDA): losses finite, none skipped."""
-    trainer = make_trainer("nnUNetTrainerModDropPlusPlus_p05", plans, dataset_json, device, False)
-    trainer.on_train_epoch_start()
-    counter = ScalerStepCounter(trainer.grad_scaler)
-    losses = []
-    for step in range(steps):
-        with counter.step():
-            losses.append(float(trainer.train_step(_copy(batches[step % len(batches)]))["loss"]))
-    return {"steps": counter.steps, "amp": trainer.grad_scaler is not None, "skipped_scaler_steps": counter.skipped,
-            "losses_finite": all(math.isfinite(v) for v in losses), "first_loss": round(losses[0], 4),
-            "last_loss": round(losses[-1], 4),
-            "final_scale": trainer.grad_scaler.get_scale() if trainer.grad_scaler is not None else None}
-
-
-def upattllstm_table4(clot_plans: dict, dataset_json: dict, device: torch.device, slices: int, steps: int,
-                      full_batch: bool = True) -> Dict:
-    """`steps` train steps of nnUNetTrainerUpAttLLSTM with the paper's sizes (Table 4: 256 x 256 slices, batch of
-    2 images x 4 crops) on random crops; `full_batch=False`: one crop (the CPU form)."""
-    from nnunet_ext.networks.clot_networks import count_parameters
-    from nnunet_ext.planning.templates import load_template
-    from nnunet_ext.planning.upattllstm_plans import derive_upattllstm_plans
-    # the plans nnunet_ext_plan_upattllstm writes for data large enough that nothing is clipped
-    source = {**clot_plans, "configurations": {"3d_fullres": {
-        **clot_plans["configurations"]["3d_fullres"], "median_image_size_in_voxels": [slices, 256, 256]}}}
-    template = {**load_template("upattllstm"), "patch_size": [slices, 256, 256]}
-    if not full_batch:
-        template.update(batch_size=1, crops_per_image=1)
-    plans = derive_upattllstm_plans(source, dataset_json, template)
-    trainer = make_trainer("nnUNetTrainerUpAttLLSTM", plans, dataset_json, device, False)
-    trainer.on_train_epoch_start()
-    # what the trainer's loader hands train_step: batch_size images x crops_per_image crops of the training patch
-    patch = trainer.training_patch_size
-    batch_size = trainer.batch_size * trainer.crops_per_image
-    generator = torch.Generator().manual_seed(0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    step_s, losses = [], []
-    for _ in range(steps):
-        data = torch.randn(batch_size, 3, *patch, generator=generator)
-        target = (data[:, :1] > 2.0).float()  # a few bright DWI voxels as the "clot"
-        _synchronize(device)
-        started = time.perf_counter()
-        losses.append(float(trainer.train_step({"data": data, "target": target})["loss"]))
-        _synchronize(device)
-        step_s.append(time.perf_counter() - started)
-    return {"patch_size": patch, "batch_size": batch_size, "parameters": count_parameters(trainer.network),
-            "steps": steps, "step_s": [round(s, 3) for s in step_s], "peak_memory_mb": _peak_memory_mb(device),
-            "losses_finite": all(math.isfinite(v) for v in losses)}
-
-
-def predict_cuda_and_cpu(trainer, raw_dataset: str, case: str) -> Dict:
-    """Save `trainer` as nnUNetv2_train would, then predict `case` with nnUNetPredictor on CUDA and on CPU."""
-    from batchgenerators.utilities.file_and_folder_operations import save_json
-    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    os.makedirs(trainer.output_folder, exist_ok=True)
-    save_json(trainer.plans_manager.plans, os.path.join(trainer.output_folder_base, "plans.json"), sort_keys=False)
-    save_json(trainer.dataset_json, os.path.join(trainer.output_folder_base, "dataset.json"), sort_keys=False)
-    trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
-    channels = len(trainer.dataset_json["channel_names"])
-    files = [os.path.join(raw_dataset, "imagesTs", f"{case}_{c:04d}.nii.gz") for c in range(channels)]
-    image, properties = SimpleITKIO().read_images(files)
-    outputs = {}
-    for device in ("cuda", "cpu"):
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                                    perform_everything_on_device=device == "cuda", device=torch.device(device),
-                                    verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(trainer.output_folder_base, use_folds=(0,))
-        segmentation, probabilities = predictor.predict_single_npy_array(image, dict(properties), None, None, True)
-        outputs[device] = (np.asarray(segmentation), np.asarray(probabilities, dtype=np.float32))
-    result = segmentation_dice(outputs["cuda"][0], outputs["cpu"][0])
-    result["max_abs_probability_difference"] = float(np.abs(outputs["cuda"][1] - outputs["cpu"][1]).max())
-    result["case"] = case
-    return result
-
-
-# ---------------------------------------------------------------------------------------------- report
-
-def verdicts(results: Dict) -> Dict[str, bool]:
-    """Pass/fail of every check that ran."""
-    out = {}
-    for row in results.get("families", []):
-        key = f"{row['trainer']} ({'compile' if row['compile'] else 'eager'})"
-        ok = row["losses_finite"]
-        if row["recompiles"] is not None:
-            ok = ok and row["recompiles"] < results["recompile_limit"]
-        out[key] = ok
-    if "amp" in results:
-        amp = results["amp"]
-        out["ModDrop++ steps"] = amp["losses_finite"] and amp["skipped_scaler_steps"] == 0
-    if "table4" in results:
-        out["UpAttLLSTM Table-4 steps"] = results["table4"]["losses_finite"]
-    if "prediction" in results:
-        out["CUDA vs CPU prediction"] = prediction_agrees(results["prediction"])
-    return out
-
-
-def prediction_agrees(prediction: Dict) -> bool:
-    """CUDA and CPU predicted the same: segmentations with some foreground and Dice >= DICE_TARGET, and
-    probabilities that differ by at most PROBABILITY_TOLERANCE (a short training often predicts nothing, and two
-    empty segmentations, Dice 1 by our rule, would compare nothing)."""
-    return (not prediction["both_empty"] and prediction["dice"] >= DICE_TARGET
-            and prediction["max_abs_probability_difference"] <= PROBABILITY_TOLERANCE)
-
-
-def _ratio(row: Dict, rows: Sequence[Dict]) -> Optional[float]:
-    baseline = [r for r in rows if r["trainer"] == BASELINE and r["compile"] == row["compile"]
-                and r["dataset"] == row["dataset"]]
-    return round(row["median_step_s"] / baseline[0]["median_step_s"], 3) if baseline else None
-
-
-def render_markdown(results: Dict) -> List[str]:
-    device = results["device"]
-    lines = ["# GPU check: our trainers on the GPU path", "",
-             f"Command: `{results['provenance']['command']}`; profile `{results['profile']['name']}`; device: "
-             f"{device['description']}; {results['wall_s']:.0f} s in all (budget {results['budget_s']:.0f} s).", ""]
-    if device["type"] != "cuda":
-        note = f" ({results['note']})" if results.get("note") else ""
-        load = results.get("load_average_at_end")
-        lines += [f"**Run on CPU only: no GPU was available{note}. The CUDA parts were not run; see Skipped.**", "",
-                  "On CPU this checks that every path runs and its losses stay finite; with a couple of steps per "
-                  "trainer the step times say nothing about speed (benchmarks/step_time.py measures that)"
-                  + (f"; load average at the end {', '.join(f'{x:.1f}' for x in load)}" if load else "") + ".", ""]
-    rows = results.get("families", [])
-    if rows:
-        lines += [f"## Families: {EPOCHS} epochs x {results['profile']['iterations']} iterations (+1 validation step "
-                  "per epoch)", "",
-                  "| dataset | trainer | torch.compile | median step s (epoch 2) | vs nnUNetTrainer | first step s | "
-                  "peak GPU MB | recompiles | losses finite |", "|---|---|---|---|---|---|---|---|---|"]
-        for row in rows:
-            recompiles = "-" if row["recompiles"] is None else str(row["recompiles"])
-            memory = "-" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}"
-            lines.append(f"| {row['dataset']} | {row['trainer']} | {'on' if row['compile'] else 'off'} | "
-                         f"{row['median_step_s']:.4f} | {row['ratio_to_baseline']} | {row['first_step_s']:.2f} | "
-                         f"{memory} | {recompiles} | {row['losses_finite']} |")
-        lines += ["", f"Recompiles must stay below dynamo's limit ({results['recompile_limit']}); the reasons are "
-                      "in the JSON file.", ""]
-    if "amp" in results:
-        amp = results["amp"]
-        lines += ["## ModDrop++ " + ("under AMP" if amp["amp"] else "in float32 (no AMP on CPU)"), "",
-                  f"{amp['steps']} steps: losses finite {amp['losses_finite']}, skipped scaler steps "
-                  f"{amp['skipped_scaler_steps']}, loss {amp['first_loss']} -> {amp['last_loss']}"
-                  + (f", final scale {amp['final_scale']:g}" if amp["final_scale"] is not None else "") + ".", ""]
-    if "table4" in results:
-        t4 = results["table4"]
-        memory = "" if t4["peak_memory_mb"] is None else f", peak GPU memory {t4['peak_memory_mb']:.0f} MB"
-        lines += ["## UpAttLLSTM at Table-4 size", "",
-                  f"Patch {t4['patch_size']}, batch {t4['batch_size']}, {t4['parameters']:,} parameters: "
-                  f"{t4['steps']} train step(s) of {', '.join(f'{s:.2f}' for s in t4['step_s'])} s{memory}; "
-                  f"losses finite {t4['losses_finite']}.", ""]
-    if "prediction" in results:
-        p = results["prediction"]
-        lines += ["## One case predicted on CUDA and on CPU, same checkpoint", "",
-                  f"{p['case']}: Dice {p['dice']:.4f} (target >= {DICE_TARGET}), foreground voxels "
-                  f"{p['foreground_voxels']}{' (both empty: nothing compared, a failure)' if p['both_empty'] else ''}, "
-                  f"max |probability difference| {p['max_abs_probability_difference']:.4f} (tolerance "
-                  f"{PROBABILITY_TOLERANCE}).", ""]
-    checks = verdicts(results)
-    lines += ["## Verdict", ""] + [f"- {name}: {'pass' if ok else 'FAIL'}" for name, ok in checks.items()]
-    lines += ["", "## Skipped", ""] + ([f"- {item}" for item in results["skipped"]] or ["- nothing"])
-    lines += ["", f"Versions: {results['provenance']['versions']}", ""]
-    return lines
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 @contextlib.contextmanager
@@ -466,15 +154,25 @@ def run_check(profile: CheckSizes, workdir: str, budget_s: float, device: torch.
         return _run_parts(profile, paths, budget, device, command, note)
 
 
+@dataclass(frozen=True)
+class TrainerGroup:
+    """Trainers that train on one (plans, dataset.json) with the same batches: `dataset` labels the report's rows
+    (nnUNetTrainer's ratio is taken within a dataset), the batches come from the first trainer's own loader."""
+    dataset: str
+    plans: dict
+    dataset_json: dict
+    trainers: Sequence[str]
+    batches: Sequence[dict] = ()
+
+
 @dataclass
 class CheckState:
-    """What the parts share: the device, the three (plans, dataset.json) groups with their batches, the trainer
-    part 4 predicts with, and the results every part adds to."""
+    """What the parts share: the device, the trainer groups by name ("stroke", "clot", "upattllstm"), the trainer
+    the prediction part predicts with, and the results every part adds to."""
     sizes: CheckSizes
     device: torch.device
     raw: str
-    groups: List[Tuple[str, Tuple[dict, dict], List[str]]]
-    batches: Dict[int, List[dict]]
+    groups: Dict[str, TrainerGroup]
     results: Dict
     rows: List[Dict] = field(default_factory=list)
     trained: Dict[str, object] = field(default_factory=dict)
@@ -486,17 +184,17 @@ class CheckState:
 
 def train_families(state: CheckState, compile_network: bool, budget: "Budget") -> None:
     """Part 1: every family of every group, each after a budget check of its own (a family is the unit of work)."""
-    for index, (dataset, (plans, dataset_json), names) in enumerate(state.groups):
-        for name in names:
-            label = f"{name} ({dataset}, compile {'on' if compile_network else 'off'})"
+    for group in state.groups.values():
+        for name in group.trainers:
+            label = f"{name} ({group.dataset}, compile {'on' if compile_network else 'off'})"
             if not budget.allows():
                 state.results["skipped"].append(f"{label}: time budget")
                 continue
-            row = train_family(name, plans, dataset_json, state.batches[index], state.device, compile_network)
+            row = train_family(name, group.plans, group.dataset_json, group.batches, state.device, compile_network)
             trainer = row.pop("_trainer")
             if name == PREDICTION_TRAINER and not compile_network:
                 state.trained[name] = trainer
-            state.rows.append({"dataset": dataset, **row})
+            state.rows.append({"dataset": group.dataset, **row})
             print(f"{label}: median step {row['median_step_s']:.4f} s, recompiles {row['recompiles']}", flush=True)
 
 
@@ -525,11 +223,13 @@ def _set(key: str, compute: Callable[[CheckState], Dict]) -> Callable[[CheckStat
 PARTS = (
     Part("families, compile off", lambda s, b: train_families(s, False, b), budgets_itself=True),
     Part("ModDrop++ AMP steps",
-         _set("amp", lambda s: moddrop_plus_plus_amp(*s.groups[0][1], s.batches[0], s.device, s.sizes.amp_steps)),
+         _set("amp", lambda s: moddrop_plus_plus_amp(s.groups["stroke"].plans, s.groups["stroke"].dataset_json,
+                                                     s.groups["stroke"].batches, s.device, s.sizes.amp_steps)),
          caveat=lambda s: None if s.cuda else (f"ModDrop++ under AMP: no CUDA (nnU-Net runs no autocast on CPU); "
                                                f"{s.sizes.amp_steps} float32 steps ran instead")),
     Part("UpAttLLSTM Table-4 steps",
-         _set("table4", lambda s: upattllstm_table4(*s.groups[2][1], s.device, s.sizes.table4_slices,
+         _set("table4", lambda s: upattllstm_table4(s.groups["upattllstm"].plans, s.groups["upattllstm"].dataset_json,
+                                                    s.device, s.sizes.table4_slices,
                                                     s.sizes.table4_steps, s.sizes.table4_full_batch)),
          caveat=lambda s: None if s.sizes.table4_slices == 12 and s.sizes.table4_full_batch else (
              f"UpAttLLSTM at the full Table-4 batch: on CPU {s.sizes.table4_steps} step of 1 crop of "
@@ -569,16 +269,19 @@ def _run_parts(sizes: CheckSizes, paths: Dict[str, str], budget: "Budget", devic
                      "device": {"type": device.type, "description": (torch.cuda.get_device_name(device) if cuda else
                                 f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})")}}
     preprocessed = paths["nnUNet_preprocessed"]
-    groups = [("stroke", _load(preprocessed, STROKE, sizes.stroke_plans), [BASELINE, *STROKE_FAMILIES]),
-              ("clot", _load(preprocessed, CLOT, sizes.clot_baseline_plans), [BASELINE]),
-              ("clot", _load(preprocessed, CLOT, UPATTLLSTM_PLANS), list(CLOT_FAMILIES))]
+    groups = {"stroke": TrainerGroup("stroke", *_load(preprocessed, STROKE, sizes.stroke_plans),
+                                     [BASELINE, *STROKE_FAMILIES]),
+              "clot": TrainerGroup("clot", *_load(preprocessed, CLOT, sizes.clot_baseline_plans), [BASELINE]),
+              "upattllstm": TrainerGroup("clot", *_load(preprocessed, CLOT, UPATTLLSTM_PLANS), CLOT_FAMILIES)}
     # nnUNetTrainer's loader for the U-Nets (deep supervision targets); the clot trainer's own pair loader
-    batches = {index: fetch_batches(make_trainer(names[0], *plans, torch.device("cpu"), False), sizes.iterations)
-               for index, (_, plans, names) in enumerate(groups)}
-    state = CheckState(sizes, device, paths["nnUNet_raw"], groups, batches, results)
+    groups = {key: replace(group, batches=fetch_batches(make_trainer(group.trainers[0], group.plans,
+                                                                     group.dataset_json, torch.device("cpu"), False),
+                                                        sizes.iterations))
+              for key, group in groups.items()}
+    state = CheckState(sizes, device, paths["nnUNet_raw"], groups, results)
     run_parts(state, budget)
     for row in state.rows:
-        row["ratio_to_baseline"] = _ratio(row, state.rows)
+        row["ratio_to_baseline"] = ratio_to_baseline(row, state.rows)
     results["families"] = state.rows
     results["wall_s"] = round(budget.seconds - budget.left(), 1)
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # other jobs distort step times

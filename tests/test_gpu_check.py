@@ -1,7 +1,8 @@
 """benchmarks/gpu_check.py in CI: its pure pieces, and its training parts in their CPU form on the tiny cohort."""
-import importlib.util
+import importlib
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,20 +11,38 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+BENCHMARKS = os.path.join(HERE, "..", "benchmarks")
+
+
+def _benchmark_module(name: str):
+    """A module of benchmarks/ (a folder of scripts, not a package: a script's own folder is on its sys.path)."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
 @pytest.fixture(scope="module")
 def gpu_check():
-    path = os.path.join(HERE, "..", "benchmarks", "gpu_check.py")
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark_module("gpu_check")
 
 
-def test_recompiles_are_counted_from_the_recompiles_log(gpu_check):
+@pytest.fixture(scope="module")
+def gpu_measurements():
+    return _benchmark_module("gpu_measurements")
+
+
+@pytest.fixture(scope="module")
+def gpu_report():
+    return _benchmark_module("gpu_report")
+
+
+def test_recompiles_are_counted_from_the_recompiles_log(gpu_measurements):
     import torch._dynamo
     torch._dynamo.reset()
     double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)  # no C++ compiler needed
-    with gpu_check.counting_recompiles() as counter:
+    with gpu_measurements.counting_recompiles() as counter:
         double(torch.ones(2))
         double(torch.ones(2))      # same guards: no recompile
         double(torch.ones(3))      # size guard fails
@@ -32,14 +51,14 @@ def test_recompiles_are_counted_from_the_recompiles_log(gpu_check):
     assert all(reason.startswith("Recompiling function <lambda>") for reason in counter.reasons)
     double(torch.ones(5, 5, 5))    # after the block nothing is counted
     assert counter.count == 2
-    assert gpu_check.recompile_limit() >= 1
+    assert gpu_measurements.recompile_limit() >= 1
 
 
-def test_skipped_scaler_steps_are_counted(gpu_check):
+def test_skipped_scaler_steps_are_counted(gpu_measurements):
     parameter = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([parameter], lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
-    counter = gpu_check.ScalerStepCounter(scaler)
+    counter = gpu_measurements.ScalerStepCounter(scaler)
     for value in (1.0, float("inf"), 1.0):  # the inf gradient makes the scaler skip that step
         optimizer.zero_grad()
         with counter.step():
@@ -47,7 +66,7 @@ def test_skipped_scaler_steps_are_counted(gpu_check):
             scaler.step(optimizer)
             scaler.update()
     assert (counter.steps, counter.skipped) == (3, 1)
-    disabled = gpu_check.ScalerStepCounter(None)  # CPU trainers have no scaler
+    disabled = gpu_measurements.ScalerStepCounter(None)  # CPU trainers have no scaler
     with disabled.step():
         pass
     assert (disabled.steps, disabled.skipped) == (1, 0)
@@ -59,8 +78,8 @@ def test_skipped_scaler_steps_are_counted(gpu_check):
     ([1, 1, 0, 0], [0, 1, 1, 0], 0.5, False),
     ([1, 0, 0, 0], [0, 0, 0, 0], 0.0, False),
 ])
-def test_segmentation_dice(gpu_check, a, b, dice, both_empty):
-    result = gpu_check.segmentation_dice(np.array(a), np.array(b))
+def test_segmentation_dice(gpu_measurements, a, b, dice, both_empty):
+    result = gpu_measurements.segmentation_dice(np.array(a), np.array(b))
     assert result["dice"] == pytest.approx(dice) and result["both_empty"] == both_empty
 
 
@@ -100,13 +119,13 @@ def test_parts_run_in_order_and_each_skip_is_named_with_its_reason(gpu_check):
              gpu_check.Part("c", spend("c", 0), unavailable=lambda state: "no CUDA"),
              gpu_check.Part("d", spend("d", 0)),                        # 50 s left < MIN_PART_S (60)
              gpu_check.Part("e", spend("e", 0), budgets_itself=True)]   # checks the budget per unit itself
-    state = gpu_check.CheckState(gpu_check.SIZES["ci"], torch.device("cpu"), "", [], {}, {"skipped": []})
+    state = gpu_check.CheckState(gpu_check.SIZES["ci"], torch.device("cpu"), "", {}, {"skipped": []})
     gpu_check.run_parts(state, budget, parts)
     assert ran == ["a", "b", "e"]
     assert state.results["skipped"] == ["b: 1 step instead of 3", "c: no CUDA", "d: time budget"]
 
 
-def _cpu_results(gpu_check, amp_skipped=0):
+def _cpu_results(amp_skipped=0):
     return {"profile": {"name": "ci", "iterations": 2}, "budget_s": 450, "wall_s": 12.0, "recompile_limit": 8,
             "note": "no GPU this session", "device": {"type": "cpu", "description": "CPU (2 cores)"},
             "families": [{"dataset": "stroke", "trainer": "nnUNetTrainer", "compile": False, "median_step_s": 0.2,
@@ -125,28 +144,28 @@ def _cpu_results(gpu_check, amp_skipped=0):
     ([120, 120], 1.0, 0.2, False),    # the same masks from other probabilities: another network
     ([120, 120], 1.0, 0.05, True),    # at the tolerance
 ])
-def test_cuda_vs_cpu_prediction_needs_foreground_dice_and_close_probabilities(gpu_check, foreground, dice,
+def test_cuda_vs_cpu_prediction_needs_foreground_dice_and_close_probabilities(gpu_report, foreground, dice,
                                                                               probability_difference, agrees):
     prediction = {"case": "stroke_A_003", "dice": dice, "foreground_voxels": foreground,
                   "both_empty": foreground == [0, 0], "max_abs_probability_difference": probability_difference}
-    assert gpu_check.prediction_agrees(prediction) is agrees
-    results = {**_cpu_results(gpu_check), "prediction": prediction}
-    assert gpu_check.verdicts(results)["CUDA vs CPU prediction"] is agrees
-    text = "\n".join(gpu_check.render_markdown(results))
+    assert gpu_report.prediction_agrees(prediction) is agrees
+    results = {**_cpu_results(), "prediction": prediction}
+    assert gpu_report.verdicts(results)["CUDA vs CPU prediction"] is agrees
+    text = "\n".join(gpu_report.render_markdown(results))
     assert f"- CUDA vs CPU prediction: {'pass' if agrees else 'FAIL'}" in text
     assert ("both empty: nothing compared, a failure" in text) == (foreground == [0, 0])
 
 
-def test_report_says_cpu_only_what_was_skipped_and_what_failed(gpu_check):
-    results = _cpu_results(gpu_check)
-    text = "\n".join(gpu_check.render_markdown(results))
+def test_report_says_cpu_only_what_was_skipped_and_what_failed(gpu_report):
+    results = _cpu_results()
+    text = "\n".join(gpu_report.render_markdown(results))
     assert "Run on CPU only: no GPU was available (no GPU this session)" in text
     assert "- prediction on CUDA vs CPU: no CUDA" in text and "in float32 (no AMP on CPU)" in text
     assert "- ModDrop++ steps: pass" in text and "FAIL" not in text
-    assert gpu_check.verdicts(_cpu_results(gpu_check, amp_skipped=1))["ModDrop++ steps"] is False
-    compiled = _cpu_results(gpu_check)
+    assert gpu_report.verdicts(_cpu_results(amp_skipped=1))["ModDrop++ steps"] is False
+    compiled = _cpu_results()
     compiled["families"][0].update(compile=True, recompiles=8)  # at the limit: dynamo runs it eagerly
-    assert gpu_check.verdicts(compiled)["nnUNetTrainer (compile)"] is False
+    assert gpu_report.verdicts(compiled)["nnUNetTrainer (compile)"] is False
 
 
 @pytest.fixture
@@ -160,13 +179,13 @@ def stroke(nnunet_workspace, monkeypatch):
         json.load(open(os.path.join(folder, "dataset.json")))
 
 
-def test_cpu_form_of_the_family_and_moddrop_plus_plus_parts(gpu_check, stroke):
+def test_cpu_form_of_the_family_and_moddrop_plus_plus_parts(gpu_measurements, stroke):
     plans, dataset_json = stroke
     cpu = torch.device("cpu")
-    batches = gpu_check.fetch_batches(gpu_check.make_trainer("nnUNetTrainer", plans, dataset_json, cpu, False), 1)
-    row = gpu_check.train_family("nnUNetTrainerModDropPlusPlus_p05", plans, dataset_json, batches, cpu, True)
+    batches = gpu_measurements.fetch_batches(gpu_measurements.make_trainer("nnUNetTrainer", plans, dataset_json, cpu, False), 1)
+    row = gpu_measurements.train_family("nnUNetTrainerModDropPlusPlus_p05", plans, dataset_json, batches, cpu, True)
     assert row["compile"] is False and row["recompiles"] is None  # nnU-Net never compiles on CPU
     assert row["losses_finite"] and row["median_step_s"] > 0 and row["peak_memory_mb"] is None
     assert type(row.pop("_trainer")).__name__ == "nnUNetTrainerModDropPlusPlus_p05"
-    amp = gpu_check.moddrop_plus_plus_amp(plans, dataset_json, batches, cpu, steps=2)
+    amp = gpu_measurements.moddrop_plus_plus_amp(plans, dataset_json, batches, cpu, steps=2)
     assert amp["steps"] == 2 and amp["amp"] is False and amp["skipped_scaler_steps"] == 0 and amp["losses_finite"]
