@@ -22,6 +22,7 @@ import scipy
 
 from nnunet_ext.data.clot_cohort import ClotCohortSpec, acquire, clot_cases, clot_contrast, write_clot_cohort
 from nnunet_ext.data.clot_presets import clot_preset
+from nnunet_ext.data.staging import write_files_together
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -154,8 +155,6 @@ def main() -> None:
         write_clot_cohort(ClotCohortSpec(preset="hard", **QUICK), raw, progress=False)
         seconds = time.perf_counter() - start
     stats["hard_write_seconds"] = round(seconds, 1)
-    with open(os.path.join(RESULTS, "clot_cohort_stats.json"), "w") as f:
-        json.dump(stats, f, indent=2)
     path = os.path.join(RESULTS, "clot_cohort_hard.md")
     text = open(path).read()
     begin, end = "<!-- stats:begin -->", "<!-- stats:end -->"
@@ -163,8 +162,8 @@ def main() -> None:
         sys.exit(f"{path} has no {begin} ... {end} section")
     text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{markdown(stats, seconds)}\n{end}",
                   text, flags=re.S)
-    with open(path, "w") as f:
-        f.write(text)
+    # the page and the numbers it quotes, together
+    write_files_together({os.path.join(RESULTS, "clot_cohort_stats.json"): json.dumps(stats, indent=2), path: text})
     print(markdown(stats, seconds))
 
 

@@ -75,6 +75,7 @@ def main() -> None:
                       nnUNet_results=scratch, nnUNet_n_proc_DA="0", nnUNet_compile="false")
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    from nnunet_ext.data.staging import write_files_together
     from nnunet_ext.paths import trainer_dir
     from nnunet_ext.provenance import provenance
     preprocessed = os.path.join(os.environ["nnUNet_preprocessed"], args.dataset)
@@ -103,9 +104,7 @@ def main() -> None:
                                                    "pooled_dice": round(pooled_dice(counts), 4), "line": line}
     shutil.rmtree(scratch)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+        write_files_together({args.out: json.dumps(report, indent=2)})
 
 
 if __name__ == "__main__":

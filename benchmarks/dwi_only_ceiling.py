@@ -21,6 +21,7 @@ from typing import Dict, Mapping
 
 from nnunet_ext.evaluation.folders import dice_per_case
 from nnunet_ext.experiments.stroke.report import ROWS, summarize_cell
+from nnunet_ext.experiments.records import write_table_files
 from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 from nnunet_ext.provenance import provenance
 
@@ -103,12 +104,8 @@ def main() -> None:
              "harness's runs of the same fold. Mean Dice per center of the test cases.", "",
              "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in values.values()) + " |" for name, values in rows.items()]
-    lines += ["", f"Versions: {record['provenance']['versions']}; seed {args.fold}."]
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(record, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    lines += ["", f"Versions: {record['provenance']['versions']}; seed {args.fold}.", ""]
+    write_table_files(args.out, lines, None, record)
     print("\n".join(lines))
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import List
 
 import numpy as np
 
@@ -69,6 +70,25 @@ def time_command(command) -> float:
     return time.perf_counter() - started
 
 
+def _markdown(result: dict) -> List[str]:
+    headline, cases, size = result["timings"][0], result["cases"], result["shape"][0]
+    lines = [f"# `nnunet_ext_evaluate` speed: {cases} volumes of {size}³", "",
+             f"Command: `{result['provenance']['command']}` (seed {result['seed']})", "",
+             "Each row runs `nnunet_ext_evaluate PRED REF --centers case_centers.json -o OUT --matching RULE "
+             "-np N --quiet` as a subprocess (Python start-up, reading, checks, metrics and files included).", "",
+             "| matching | processes | wall (s) | per case (ms) | mean Dice | mean lesion F1 | pooled TP/FP/FN |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {t['matching']} | {t['processes']} | {t['wall_s']} | {t['per_case_ms']} | {t['mean_dice']} | "
+              f"{t['mean_lesion_f1']} | {'/'.join(map(str, t['pooled_tp_fp_fn']))} |" for t in result["timings"]]
+    return lines + ["", f"Target < {result['target_s']:g} s on 2 cores for the default rule (any overlap, "
+                        f"{result['processes']} processes): **{headline['wall_s']} s** "
+                        f"({'met' if result['passes'] else 'missed'}). Import start-up alone: "
+                        f"{result['import_startup_s']} s. CPU: {result['machine']['cpu_count']} cores "
+                        f"({result['machine']['processor']}), 1-min load average before the run "
+                        f"{result['machine']['load_average_1min_before']}.",
+                    f"Versions: {result['provenance']['versions']}", ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=100)
@@ -79,6 +99,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "evaluate_speed"))
     args = parser.parse_args()
 
+    from nnunet_ext.experiments.records import write_table_files
     from nnunet_ext.provenance import provenance
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_eval_bench_")
     load_before = os.getloadavg()[0]
@@ -106,31 +127,14 @@ def main() -> None:
     headline = timings[0]
     result = {
         "wall_s_default_rule": headline["wall_s"], "target_s": 10.0, "passes": headline["wall_s"] < 10.0,
-        "cases": args.cases, "shape": [args.size] * 3, "timings": timings,
+        "cases": args.cases, "shape": [args.size] * 3, "processes": args.processes, "seed": args.seed,
+        "timings": timings,
         "import_startup_s": round(startup_s, 2), "data_generation_s": round(generation_s, 1),
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "load_average_1min_before": round(load_before, 2)},
         "provenance": provenance(seed=args.seed, command="python " + " ".join(sys.argv)),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write(f"# `nnunet_ext_evaluate` speed: {args.cases} volumes of {args.size}³\n\n"
-                f"Command: `{result['provenance']['command']}` (seed {args.seed})\n\n"
-                "Each row runs `nnunet_ext_evaluate PRED REF --centers case_centers.json -o OUT --matching RULE "
-                "-np N --quiet` as a subprocess (Python start-up, reading, checks, metrics and files included).\n\n"
-                "| matching | processes | wall (s) | per case (ms) | mean Dice | mean lesion F1 | pooled TP/FP/FN |\n"
-                "|---|---|---|---|---|---|---|\n")
-        for t in timings:
-            f.write(f"| {t['matching']} | {t['processes']} | {t['wall_s']} | {t['per_case_ms']} | {t['mean_dice']} | "
-                    f"{t['mean_lesion_f1']} | {'/'.join(map(str, t['pooled_tp_fp_fn']))} |\n")
-        f.write(f"\nTarget < {result['target_s']:g} s on 2 cores for the default rule (any overlap, "
-                f"{args.processes} processes): **{headline['wall_s']} s** "
-                f"({'met' if result['passes'] else 'missed'}). Import start-up alone: {result['import_startup_s']} s. "
-                f"CPU: {os.cpu_count()} cores ({result['machine']['processor']}), 1-min load average before the "
-                f"run {result['machine']['load_average_1min_before']}.\n"
-                f"Versions: {result['provenance']['versions']}\n")
+    write_table_files(args.out, _markdown(result), None, result)
     print(json.dumps({k: result[k] for k in ("wall_s_default_rule", "passes", "timings")}, indent=2))
     if not args.workdir:
         shutil.rmtree(workdir)

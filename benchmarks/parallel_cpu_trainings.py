@@ -16,7 +16,6 @@ Reports the medians and the ratios to running the two one after the other (2 x a
 Writes benchmarks/results/parallel_cpu_trainings.{json,md}.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -64,6 +63,26 @@ def _timed(env: dict, workdir: str, tag: str, blocks: List[Optional[Sequence[int
     return time.perf_counter() - start
 
 
+def _markdown(report: dict) -> List[str]:
+    medians, seconds = report["median_seconds"], report["seconds"]
+    lines = [
+        "# Two CPU trainings at once: shared cores vs each on its own cores",
+        "",
+        f"Command: `{report['provenance']['command']}` (seed {report['provenance']['seed']}); CPUs {report['cpus']}, "
+        f"load average at the end {', '.join(f'{x:.1f}' for x in report['load_average_at_end'])}. Whole "
+        f"`nnUNetv2_train` commands of {TRAINER} (8 epochs of 3 iterations, start-up included, final validation "
+        "skipped) on the tests' tiny stroke cohort.",
+        "",
+        "| arm | seconds (median) | all repeats | ÷ two one after the other |",
+        "|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        ratio = report["ratio_to_one_after_the_other"].get(arm)
+        lines.append(f"| {arm} | {medians[arm]:.1f} | {', '.join(f'{s:.1f}' for s in seconds[arm])} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+    return lines + ["", f"Shared cores ÷ own cores: **{report['shared_over_own_cores']:.2f}**.", ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
@@ -72,6 +91,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "parallel_cpu_trainings"))
     args = parser.parse_args()
 
+    from nnunet_ext.experiments.records import write_table_files
     from nnunet_ext.experiments.workspace import Workspace
     from nnunet_ext.provenance import provenance
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_parallel_bench_")
@@ -105,26 +125,8 @@ def main() -> None:
         "shared_over_own_cores": round(medians["two at once, shared cores"] / medians["two at once, own cores"], 3),
         "provenance": provenance(seed=args.seed, command=" ".join([os.path.basename(sys.executable)] + sys.argv)),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(report, f, indent=2)
-    lines = [
-        "# Two CPU trainings at once: shared cores vs each on its own cores",
-        "",
-        f"Command: `{report['provenance']['command']}` (seed {args.seed}); CPUs {cpus}, load average at the end "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}. Whole `nnUNetv2_train` commands of {TRAINER} "
-        "(8 epochs of 3 iterations, start-up included, final validation skipped) on the tests' tiny stroke cohort.",
-        "",
-        "| arm | seconds (median) | all repeats | ÷ two one after the other |",
-        "|---|---|---|---|",
-    ]
-    for arm in ARMS:
-        ratio = report["ratio_to_one_after_the_other"].get(arm)
-        lines.append(f"| {arm} | {medians[arm]:.1f} | {', '.join(f'{s:.1f}' for s in seconds[arm])} | "
-                     f"{'-' if ratio is None else f'{ratio:.2f}'} |")
-    lines += ["", f"Shared cores ÷ own cores: **{report['shared_over_own_cores']:.2f}**."]
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    lines = _markdown(report)
+    write_table_files(args.out, lines, None, report)
     print("\n".join(lines))
 
 

@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Dict, List
 
 import torch
 
@@ -55,6 +56,51 @@ def _parameter_share(trainer_class, plans: dict, dataset_json: dict) -> dict:
             "extra_share_percent": round(100 * extra / counts["base"], 5)}
 
 
+def _initialised_trainers(classes: Dict[str, type], plans: dict, dataset_json: dict) -> Dict[str, object]:
+    """Every trainer from the same seed (same initial weights), at epoch 300 (f = 0.5 for gradual dropout)."""
+    trainers = {}
+    for name, cls in classes.items():
+        torch.manual_seed(0)
+        trainer = cls(plans={**plans, "continue_training": False}, configuration="3d_fullres",
+                      fold=0, dataset_json=dataset_json, device=torch.device("cpu"))
+        trainer.initialize()
+        trainer.current_epoch = 300  # second quarter of 1000 epochs: f = 0.5 for gradual dropout
+        trainer.on_train_epoch_start()
+        trainers[name] = trainer
+    return trainers
+
+
+def _step_times(trainers: Dict[str, object], batches: List[dict], warmup: int) -> Dict[str, List[float]]:
+    """Seconds of each trainer's train_step on every batch after the warm-up, who goes first rotating per step."""
+    times: Dict[str, List[float]] = {name: [] for name in trainers}
+    order = list(trainers)
+    for step, batch in enumerate(batches):
+        for name in order[step % len(order):] + order[:step % len(order)]:
+            copy = {"data": batch["data"].clone(), "target": [t.clone() for t in batch["target"]]}
+            started = time.perf_counter()
+            trainers[name].train_step(copy)
+            if step >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return times
+
+
+def _markdown(result: dict) -> List[str]:
+    lines = ["# Step time and parameters vs nnUNetTrainer", "", f"Command: `{result['provenance']['command']}`", "",
+             f"CPU ({result['machine']['cpu_count']} cores), batch {result['batch_shape']} (CPU plans), "
+             f"{result['steps']} steps after {result['warmup']} warm-up, same batches and initial weights, order "
+             f"rotated per step. nnUNetTrainer median step: {result['baseline_median_step_s']} s.", "",
+             "| trainer | step ratio (medians) | median of paired ratios | extra params, CPU plans | "
+             "extra params, nnUNetPlans 3d_fullres |", "|---|---|---|---|---|"]
+    for name, row in result["trainers"].items():
+        shares = [f"{row['parameters'][p]['extra_parameters']} ({row['parameters'][p]['extra_share_percent']} %)"
+                  if "parameters" in row else "-" for p in ("nnUNetPlans_CPU", "nnUNetPlans")]
+        lines.append(f"| {name} | {row['ratio_of_medians']} | {row['median_paired_ratio']} | {shares[0]} | "
+                     f"{shares[1]} |")
+    return lines + ["", f"Targets: {result['targets']}. The control row is a second plain nnUNetTrainer: its "
+                        "distance from 1 is the noise of this measurement.", "",
+                    f"Versions: {result['provenance']['versions']}", ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100)
@@ -65,6 +111,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "step_time"))
     args = parser.parse_args()
 
+    from nnunet_ext.experiments.records import write_table_files
     from nnunet_ext.experiments.workspace import Workspace
     workspace = Workspace(args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_bench_"))
     _prepare(workspace)
@@ -78,27 +125,10 @@ def main() -> None:
     plans = {name: json.load(open(os.path.join(folder, f"{name}.json"))) for name in ("nnUNetPlans_CPU", "nnUNetPlans")}
     dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
     classes = {BASELINE: nnUNetTrainer, **{n: trainer_variant(n) for n in args.trainers}, CONTROL: nnUNetTrainer}
-    trainers = {}
-    for name, cls in classes.items():
-        torch.manual_seed(0)
-        trainer = cls(plans={**plans["nnUNetPlans_CPU"], "continue_training": False}, configuration="3d_fullres",
-                      fold=0, dataset_json=dataset_json, device=torch.device("cpu"))
-        trainer.initialize()
-        trainer.current_epoch = 300  # second quarter of 1000 epochs: f = 0.5 for gradual dropout
-        trainer.on_train_epoch_start()
-        trainers[name] = trainer
+    trainers = _initialised_trainers(classes, plans["nnUNetPlans_CPU"], dataset_json)
     loader, _ = trainers[BASELINE].get_dataloaders()
     batches = [next(loader) for _ in range(args.steps + args.warmup)]
-
-    times = {name: [] for name in trainers}
-    order = list(trainers)
-    for step, batch in enumerate(batches):
-        for name in order[step % len(order):] + order[:step % len(order)]:  # rotate who goes first
-            copy = {"data": batch["data"].clone(), "target": [t.clone() for t in batch["target"]]}
-            started = time.perf_counter()
-            trainers[name].train_step(copy)
-            if step >= args.warmup:
-                times[name].append(time.perf_counter() - started)
+    times = _step_times(trainers, batches, args.warmup)
 
     median = {name: statistics.median(values) for name, values in times.items()}
     rows = {}
@@ -117,24 +147,9 @@ def main() -> None:
                     "torch_threads": torch.get_num_threads(), "device": "cpu"},
         "provenance": provenance(seed=0, command="python " + " ".join(sys.argv)),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(args.out + ".md", "w") as f:
-        f.write(f"# Step time and parameters vs nnUNetTrainer\n\nCommand: `{result['provenance']['command']}`\n\n"
-                f"CPU ({os.cpu_count()} cores), batch {result['batch_shape']} (CPU plans), {args.steps} steps after "
-                f"{args.warmup} warm-up, same batches and initial weights, order rotated per step. "
-                f"nnUNetTrainer median step: {result['baseline_median_step_s']} s.\n\n"
-                "| trainer | step ratio (medians) | median of paired ratios | extra params, CPU plans | "
-                "extra params, nnUNetPlans 3d_fullres |\n|---|---|---|---|---|\n")
-        for name, row in rows.items():
-            shares = [f"{row['parameters'][p]['extra_parameters']} ({row['parameters'][p]['extra_share_percent']} %)"
-                      if "parameters" in row else "-" for p in ("nnUNetPlans_CPU", "nnUNetPlans")]
-            f.write(f"| {name} | {row['ratio_of_medians']} | {row['median_paired_ratio']} | {shares[0]} | "
-                    f"{shares[1]} |\n")
-        f.write(f"\nTargets: {result['targets']}. The control row is a second plain nnUNetTrainer: its distance "
-                f"from 1 is the noise of this measurement.\n\nVersions: {result['provenance']['versions']}\n")
-    print(open(args.out + ".md").read())
+    lines = _markdown(result)
+    write_table_files(args.out, lines, None, result)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -677,3 +677,35 @@ def test_generate_cohort_on_a_full_disk_is_one_error_line_and_leaves_nothing(tmp
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "error: " in result.stderr and "was not written whole (disk full?)" in result.stderr
     assert [e for e in os.listdir(raw) if not e.startswith(".")] == []  # the half-written cohort never published
+
+
+def test_table_files_on_a_full_disk_keep_their_old_versions_together(tmp_path):
+    """A report and its data are replaced together or not at all: the new .md fits, the new .json does not (a
+    file-size limit fails the write as a full disk would), and all three files keep the old run's content."""
+    import resource
+    from nnunet_ext.experiments.records import write_table_files
+    prefix = str(tmp_path / "table5")
+    write_table_files(prefix, ["# old"], [{"model": "LLSTM", "dice": 0.5}], {"run": "old"})
+    old = {suffix: open(f"{prefix}.{suffix}", "rb").read() for suffix in ("md", "csv", "json")}
+    assert old == {"md": b"# old", "csv": b"model,dice\r\nLLSTM,0.5\r\n",
+                   "json": b'{\n  "run": "old"\n}'}
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    script = ("import sys; from nnunet_ext.experiments.records import write_table_files\n"
+              "write_table_files(sys.argv[1], ['# new'], [{'model': 'LLSTM', 'dice': 0.6}], {'run': 'x' * 50_000})")
+    result = subprocess.run([sys.executable, "-c", script, prefix], capture_output=True, text=True,
+                            preexec_fn=limited, timeout=120)
+    assert result.returncode != 0 and "File too large" in result.stderr
+    assert {suffix: open(f"{prefix}.{suffix}", "rb").read() for suffix in ("md", "csv", "json")} == old
+    assert sorted(os.listdir(tmp_path)) == ["table5.csv", "table5.json", "table5.md"]  # no temporaries left
+
+
+def test_table_files_with_a_folder_in_the_way_write_nothing(tmp_path):
+    from nnunet_ext.experiments.records import write_table_files
+    (tmp_path / "table5.json").mkdir()
+    with pytest.raises(IsADirectoryError, match="table5.json is a folder; cannot write the file there"):
+        write_table_files(str(tmp_path / "table5"), ["# new"], None, {"run": 1}, {"png": b"\x89PNG"})
+    assert sorted(os.listdir(tmp_path)) == ["table5.json"]

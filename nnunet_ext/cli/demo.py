@@ -88,24 +88,30 @@ def main(argv=None) -> None:
     _run(shlex.join(workspace.train_command(model, args.device)),
          lambda: workspace.train(model, "train", args.device))
 
-    results = {}
-    for number, (label, missing) in enumerate((("all channels", []), ("ADC absent", ["ADC"])), start=5):
-        _step(number, total, f"predict the test cases, {label}")
-        output = os.path.join(workdir, "predictions_" + ("all" if not missing else "no_" + "_".join(missing)))
-        command = workspace.predict_command(model, os.path.join(raw, "imagesTs"), output, args.device,
-                                            options=["--missing", *missing] if missing else [])
-        _run(shlex.join(command), lambda: workspace.predict(command, f"predict_{number}"))
-        with open(os.path.join(raw, "case_centers.json")) as f:
-            centers = json.load(f)
-        scores = dice_per_case(output, os.path.join(raw, "labelsTs"))
-        results[label] = {"per_case": scores, "summary": summarize_by_center(scores, centers)}
-
+    results = _predict_and_score(workspace, model, raw, args.device, first_step=5, total=total)
     _print_dice(results)
     report = {"results": results, "trainer": args.trainer, "iterations_per_epoch": args.iterations,
               "cohort": vars(args), "elapsed_s": round(time.time() - started, 1), "provenance": provenance(args.seed)}
     path = os.path.join(workdir, "demo_results.json")
     write_json_files({path: report})  # complete or absent, read back
     print(f"\nDone in {time.time() - started:.0f} s; results in {path}")
+
+
+def _predict_and_score(workspace: Workspace, model: TrainedModel, raw: str, device: str, first_step: int,
+                       total: int) -> Dict[str, Dict]:
+    """The test cases predicted with every channel and with ADC absent, and their Dice per case and per center."""
+    with open(os.path.join(raw, "case_centers.json")) as f:
+        centers = json.load(f)
+    results = {}
+    for number, (label, missing) in enumerate((("all channels", []), ("ADC absent", ["ADC"])), start=first_step):
+        _step(number, total, f"predict the test cases, {label}")
+        output = os.path.join(workspace.root, "predictions_" + ("all" if not missing else "no_" + "_".join(missing)))
+        command = workspace.predict_command(model, os.path.join(raw, "imagesTs"), output, device,
+                                            options=["--missing", *missing] if missing else [])
+        _run(shlex.join(command), lambda: workspace.predict(command, f"predict_{number}"))
+        scores = dice_per_case(output, os.path.join(raw, "labelsTs"))
+        results[label] = {"per_case": scores, "summary": summarize_by_center(scores, centers)}
+    return results
 
 
 def _print_dice(results: Dict[str, Dict]) -> None:

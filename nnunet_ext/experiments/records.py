@@ -1,12 +1,15 @@
 """What every experiment harness writes: the command log, one log per command, and the table files."""
 import csv
+import io
 import json
 import os
 import shlex
 import signal
 import subprocess
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+from nnunet_ext.data.staging import write_files_together
 
 
 def append_command_log(workdir: str, text: str) -> None:
@@ -69,17 +72,36 @@ def stop_process_group(process: subprocess.Popen, grace_seconds: float = 10.0) -
         pass
 
 
-def write_table_files(out_prefix: str, markdown_lines: Sequence[str], csv_rows: Sequence[Mapping],
-                      json_content: Mapping) -> Dict[str, str]:
-    """<out_prefix>.md, .csv (columns from the first row) and .json; returns their paths."""
-    paths = {"md": out_prefix + ".md", "csv": out_prefix + ".csv", "json": out_prefix + ".json"}
-    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
-    with open(paths["md"], "w") as f:
-        f.write("\n".join(markdown_lines))
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
-        writer.writeheader()
-        writer.writerows(csv_rows)
-    with open(paths["json"], "w") as f:
-        json.dump(json_content, f, indent=2)
+def figure_png(figure) -> bytes:
+    """A matplotlib figure as PNG bytes (closed after), to be written with the files it illustrates."""
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def csv_text(rows: Sequence[Mapping]) -> str:
+    """`rows` as CSV, the columns from the first row (CRLF line ends, as the csv module writes them)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_table_files(out_prefix: str, markdown_lines: Sequence[str], csv_rows: Optional[Sequence[Mapping]],
+                      json_content: Mapping, figures: Optional[Mapping[str, bytes]] = None) -> Dict[str, str]:
+    """<out_prefix>.md, .csv (none when csv_rows is None), .json and each figure ({suffix: PNG bytes}), written
+    together: on any error (a full disk, a folder in the way) every file keeps its old content, so a report never
+    describes other files than those beside it. Returns {suffix: path}."""
+    contents: Dict[str, Union[str, bytes]] = {"md": "\n".join(markdown_lines)}
+    if csv_rows is not None:
+        contents["csv"] = csv_text(csv_rows)
+    contents["json"] = json.dumps(json_content, indent=2)
+    contents.update(figures or {})
+    paths = {suffix: f"{out_prefix}.{suffix}" for suffix in contents}
+    write_files_together({paths[suffix]: content for suffix, content in contents.items()})
     return paths

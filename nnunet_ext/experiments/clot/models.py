@@ -20,7 +20,7 @@ from dataclasses import asdict
 from typing import Callable, List, Optional
 
 from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
-from nnunet_ext.data.staging import write_json
+from nnunet_ext.data.staging import write_files_together
 from nnunet_ext.experiments.clot.datasets import derive_lesion_dataset, run_fold, validation_split
 from nnunet_ext.experiments.clot.profiles import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, LESION_ID,
                                                   NNUNET, PREDICTION_CHECKPOINT, SOURCE_ID, UNSEEN_CENTER,
@@ -60,9 +60,7 @@ class ClotModels:
                 raise ValueError(f"{self.workdir} holds the clot runs of profile {stored.get('name')!r} with other "
                                  f"settings; use another --workdir for profile {self.profile.name!r}")
             return
-        os.makedirs(self.root, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(asdict(self.profile), f, indent=2)
+        write_files_together({path: json.dumps(asdict(self.profile), indent=2)})
 
     # ---- datasets ------------------------------------------------------------------------------------------
     def source_dataset(self) -> str:
@@ -112,7 +110,7 @@ class ClotModels:
             cases = [f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")) if f.endswith(".nii.gz")]
             self.workspace.note(f"write {splits} ({self.profile.runs} identical folds, one per run, one validation "
                                 "case)")
-            write_json(splits, validation_split(cases, self.profile.runs))
+            write_files_together({splits: json.dumps(validation_split(cases, self.profile.runs), indent=2)})
         return raw
 
     def ensure_plans(self, network: Network) -> None:

@@ -9,7 +9,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from nnunet_ext.experiments.comparison import verdict
-from nnunet_ext.experiments.records import write_table_files
+from nnunet_ext.experiments.records import figure_png, write_table_files
 from nnunet_ext.experiments.stroke.settings import PAPER, PROBABILITIES, Profile, TableSetting
 
 ROWS = ("all", "missing", "rebuilt")  # 'rebuilt' only where the harness predicted it (Harness.rebuild_row)
@@ -131,17 +131,15 @@ def write_report(table: TableSetting, profile: Profile, summaries: Dict[str, Dic
     lines += ["", f"Effect check: baseline keeps {check['baseline_kept_fraction']} of its Dice with "
                   f"{table.droppable} absent (the bar: <= 0.9); methods keep {check['methods_kept_fraction']} "
                   "(the bar: >= 0.95).", "", f"Versions: {provenance['versions']}", ""]
-    paths = write_table_files(out_prefix, lines, csv_rows, {
+    figures = ({"png": unseen_center_png(summaries, table.unseen_center)}
+               if table.number == 3 and table.unseen_center is not None else None)
+    return write_table_files(out_prefix, lines, csv_rows, {
         "table": table.number, "profile": profile.name, "summaries": summaries, "verdicts": verdicts,
         "rebuild_verdicts": rebuild_verdicts,
-        "effect_check": check, "command": command, "provenance": provenance})
-    if table.number == 3 and table.unseen_center is not None:
-        paths["png"] = out_prefix + ".png"
-        plot_unseen_center(summaries, table.unseen_center, paths["png"])
-    return paths
+        "effect_check": check, "command": command, "provenance": provenance}, figures)
 
 
-def plot_unseen_center(summaries: Dict[str, Dict], center: str, path: str) -> None:
+def unseen_center_png(summaries: Dict[str, Dict], center: str) -> bytes:
     """Fig. 11: Dice on the unseen center with the droppable channel absent vs drop probability."""
     import matplotlib
     matplotlib.use("Agg")
@@ -162,5 +160,4 @@ def plot_unseen_center(summaries: Dict[str, Dict], center: str, path: str) -> No
     axis.set_title("Unseen center, B0 absent")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure_png(figure)

@@ -4,9 +4,7 @@ Each subset is predicted through `nnunet_ext_predict` (absent channels zero-fill
 underneath; and where an absent diffusion channel can be rebuilt from the two present ones, once more with it
 rebuilt) and scored per center: a matrix subset x center -> Dice, as Markdown, CSV and a heatmap.
 """
-import csv
 import itertools
-import json
 import os
 import subprocess
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -15,6 +13,7 @@ import numpy as np
 
 from nnunet_ext.data.diffusion import SOURCES
 from nnunet_ext.evaluation.folders import dice_per_case, summarize_by_center
+from nnunet_ext.experiments.records import figure_png, write_table_files
 from nnunet_ext.paths import nnunet_environment
 
 
@@ -63,24 +62,22 @@ def robustness_matrix(images: str, labels: str, output: str, channel_names: Sequ
 
 
 def write_robustness_report(matrix: Dict[str, Dict], output: str, command: str, provenance: Dict) -> Dict[str, str]:
+    """robustness.{md,csv,json,png} in `output`, written together."""
     columns = list(next(iter(matrix.values())))
-    paths = {k: os.path.join(output, f"robustness.{k}") for k in ("md", "csv", "json", "png")}
-    with open(paths["md"], "w") as f:
-        f.write(f"# Robustness to absent channels\n\nCommand: `{command}`\n\n"
-                "Mean Dice ± std over cases; absent channels are zero images, except in the rows 'X rebuilt', where X "
-                "is rebuilt from the two other diffusion channels (B0 = DWI · exp(b · ADC)).\n\n"
-                "| channels present | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n")
-        for subset, row in matrix.items():
-            f.write(f"| {subset} | " + " | ".join(f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}" for c in columns)
-                    + " |\n")
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["channels_present"] + columns)
-        for subset, row in matrix.items():
-            writer.writerow([subset] + [row[c]["mean"] for c in columns])
-    with open(paths["json"], "w") as f:
-        json.dump({"matrix": matrix, "command": command, "provenance": provenance}, f, indent=2)
+    lines = ["# Robustness to absent channels", "", f"Command: `{command}`", "",
+             "Mean Dice ± std over cases; absent channels are zero images, except in the rows 'X rebuilt', where X "
+             "is rebuilt from the two other diffusion channels (B0 = DWI · exp(b · ADC)).", "",
+             "| channels present | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    lines += [f"| {subset} | " + " | ".join(f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}" for c in columns) + " |"
+              for subset, row in matrix.items()]
+    csv_rows = [{"channels_present": subset, **{c: row[c]["mean"] for c in columns}} for subset, row in matrix.items()]
+    return write_table_files(os.path.join(output, "robustness"), lines + [""], csv_rows,
+                             {"matrix": matrix, "command": command, "provenance": provenance},
+                             {"png": robustness_png(matrix, columns)})
 
+
+def robustness_png(matrix: Dict[str, Dict], columns: List[str]) -> bytes:
+    """The matrix as a heat map: mean Dice per (channels present, center)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -95,6 +92,4 @@ def write_robustness_report(matrix: Dict[str, Dict], output: str, command: str, 
     axis.set_xlabel("center")
     axis.set_ylabel("channels present")
     figure.tight_layout()
-    figure.savefig(paths["png"], dpi=100)
-    plt.close(figure)
-    return paths
+    return figure_png(figure)
