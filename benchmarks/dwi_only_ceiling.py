@@ -3,8 +3,8 @@
     python benchmarks/dwi_only_ceiling.py --workdir WORKDIR [--fold 0]
 
 Table 2's bar asks the dropout methods to keep >= 95 % of their all-channel Dice with ADC absent. That is only
-possible if DWI alone carries the lesions. This trains the stock nnU-Net (CPU plans, the quick profile's budget:
-`nnUNetTrainerNoDropout_8epochs`, 60 + 4 iterations per epoch, seed = fold) on the DWI channel of the harness's
+possible if DWI alone carries the lesions. This trains the stock nnU-Net (CPU plans, the quick profile's
+budget: `nnUNetTrainerNoDropout_8epochs_60it_4valit`, seed = fold) on the DWI channel of the harness's
 Table 2 dataset (511) with the harness's own split, predicts the same test cases as the harness does
 (nnunet_ext_predict through the Workspace, without test-time mirroring; the committed results were predicted by
 nnUNetv2_predict with mirroring) and compares, per center, with the harness's runs of the same fold
@@ -28,7 +28,7 @@ from nnunet_ext.provenance import provenance
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = "Dataset511_Table2_all_centers"
 DWI_ONLY_ID, DWI_ONLY = "591", "Dataset591_Table2_DWI_only"
-TRAINER, PLANS = "nnUNetTrainerNoDropout_8epochs", "nnUNetPlans_CPU"
+TRAINER, PLANS = "nnUNetTrainerNoDropout_8epochs_60it_4valit", "nnUNetPlans_CPU"  # the quick profile's budget
 COMPARED_CELLS = ("no_dropout", "MultiUnet_p08", "ModDrop+_p08")  # the baseline and Table 2's best two
 
 
@@ -64,8 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = os.path.abspath(args.workdir)
-    workspace = Workspace(workdir, {"nnUNet_n_proc_DA": "1", "NNUNET_EXT_ITERATIONS_PER_EPOCH": "60",
-                                    "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "4", "NNUNET_EXT_FINAL_VALIDATION": "0",
+    workspace = Workspace(workdir, {"nnUNet_n_proc_DA": "1", "NNUNET_EXT_FINAL_VALIDATION": "0",
                                     "NNUNET_EXT_SEED": str(args.fold)})
     paths = workspace.paths
     source_raw, raw = (os.path.join(paths["nnUNet_raw"], name) for name in (SOURCE, DWI_ONLY))

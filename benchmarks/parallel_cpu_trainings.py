@@ -5,8 +5,8 @@ nnU-Net's one-thread-per-core does) vs each pinned to its own cores (what jobs.p
 
 Builds the tests' tiny stroke cohort (3 centers x 3 training cases, 32 mm, seed 0), runs the stock
 nnUNetv2_plan_and_preprocess and nnunet_ext_plan_cpu, then times whole `nnUNetv2_train` commands of
-nnUNetTrainerGradualDrop_p05_8epochs (8 epochs of 3 iterations, final validation skipped) in three arms, in turn
-at every repeat so that drift on a shared machine hits all of them:
+nnUNetTrainerGradualDrop_p05_8epochs_3it_1valit (8 epochs of 3 iterations, final validation skipped) in three
+arms, in turn at every repeat so that drift on a shared machine hits all of them:
 - alone: one training with every CPU of this process;
 - two at once, shared cores: two trainings started together, each free to use every CPU (our trainers then start
   one thread per CPU, as nnUNetv2_train does);
@@ -27,7 +27,7 @@ from typing import List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASET = "501"
-TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs"
+TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs_3it_1valit"
 ARMS = ("alone", "two at once, shared cores", "two at once, own cores")
 
 
@@ -96,7 +96,6 @@ def main() -> None:
     from nnunet_ext.provenance import provenance
     workdir = args.workdir or tempfile.mkdtemp(prefix="nnunet_ext_parallel_bench_")
     workspace = Workspace(workdir, {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
-                                    "NNUNET_EXT_ITERATIONS_PER_EPOCH": "3", "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "1",
                                     "NNUNET_EXT_FINAL_VALIDATION": "0", "NNUNET_EXT_SEED": str(args.seed)},
                           unset=("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"))  # limits of their own hide the effect
     _prepare(workspace, args.seed)

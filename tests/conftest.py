@@ -14,7 +14,7 @@ from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 
 DATASET_ID = "501"
 CPU_PLANS = "nnUNetPlans_CPU"
-TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs"
+TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs_3it_1valit"  # a small CPU budget, in the name
 
 
 class NnunetWorkspace:
@@ -23,9 +23,7 @@ class NnunetWorkspace:
 
     def __init__(self, root: str):
         # no worker processes, no torch.compile (the Workspace's default); nothing of the calling shell's settings
-        self.nnunet = Workspace(root, {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
-                                       "NNUNET_EXT_ITERATIONS_PER_EPOCH": "3",
-                                       "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "1"},
+        self.nnunet = Workspace(root, {"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"},
                                 unset=("NNUNET_EXT_DROPPABLE_CHANNELS", "NNUNET_EXT_SAVE_EVERY", "NNUNET_EXT_SEED"))
         self.root, self.paths, self.env = root, self.nnunet.paths, self.nnunet.env
         self.raw_dataset = None
@@ -95,6 +93,6 @@ def resumed_run(nnunet_workspace):
     first_log = _logs(fold)[-1]
     time.sleep(1.1)  # nnU-Net names logs by the second
     resumed = nnunet_workspace.run(nnunet_workspace.train_command(TRAINER, "--c"),
-                                   {"NNUNET_EXT_DROPPABLE_CHANNELS": "B0", "NNUNET_EXT_ITERATIONS_PER_EPOCH": "4"})
+                                   {"NNUNET_EXT_DROPPABLE_CHANNELS": "B0", "NNUNET_EXT_SAVE_EVERY": "4"})
     return {"fold": fold, "interrupted_at": interrupted_at, "first_log": open(first_log).read(),
             "resumed_log": open(_logs(fold)[-1]).read(), "stdout": resumed.stdout}

@@ -22,7 +22,8 @@ from nnunet_ext.experiments.clot.paper_numbers import PAPER_TABLE5, PAPER_TABLE6
 from nnunet_ext.experiments.clot.rows import Network, check_models, row_networks, table_comparisons, table_rows
 from nnunet_ext.experiments.clot.aggregate import (aggregate_runs, judge, missing_text, read_reference_results,
                                                    table_metrics)
-from nnunet_ext.experiments.clot.report import paper_text, write_clot_report
+from nnunet_ext.experiments.clot.report import paper_text, validation_note, write_clot_report
+from nnunet_ext.experiments.progress import validation_course
 from nnunet_ext.provenance import provenance
 
 QUICK, HARD, CI = CLOT_PROFILES["quick"], CLOT_PROFILES["quick_hard"], CLOT_PROFILES["ci"]
@@ -87,9 +88,9 @@ def test_networks_needed_in_training_order():
 
 
 def test_every_trainer_of_every_profile_is_listed_for_nnunet():
-    """nnU-Net finds trainers by module-level name in trainers/ only."""
+    """nnU-Net finds trainers by module-level name in trainers/ only (listed, or built on demand)."""
     modules = [importlib.import_module(f"nnunet_ext_trainers.{m}")
-               for m in ("modality_dropout_trainers", "upattllstm_trainers")]
+               for m in ("modality_dropout_trainers", "upattllstm_trainers", "variants_on_demand")]
     for profile in CLOT_PROFILES.values():
         for table in (5, 6, 7):
             for network in row_networks(table_rows(table, profile), profile):
@@ -97,8 +98,8 @@ def test_every_trainer_of_every_profile_is_listed_for_nnunet():
                 assert any(hasattr(m, name) for m in modules), name
     assert Network.of_model(GRADUAL, 8) == Network("UpAttLLSTM", 8, gradual_dropout=True)
     assert Network.of_model(GRADUAL, 8).plans == "nnUNetPlans_UpAttLLSTM_s8"
-    assert Network.of_model(GRADUAL, 8).trainer(QUICK) == "nnUNetTrainerUpAttLLSTMGradualDrop_100epochs"
-    assert Network(NNUNET).trainer(QUICK) == "nnUNetTrainerNoDropout_100epochs"
+    assert Network.of_model(GRADUAL, 8).trainer(QUICK) == "nnUNetTrainerUpAttLLSTMGradualDrop_100epochs_16it_2valit"
+    assert Network(NNUNET).trainer(QUICK) == "nnUNetTrainerNoDropout_100epochs_16it_2valit"
 
 
 def test_paper_numbers_are_rates():
@@ -132,8 +133,9 @@ def test_bad_profiles(changes, message):
 
 def test_profile_derived_values():
     assert QUICK.lesion_distance_mm == 3.75  # 20 px of 256 over a 48 mm field of view
-    assert CI.trainer_suffix() == "_1epochs"
-    assert ClotProfile(**{**QUICK.__dict__, "epochs": 1000}).trainer_suffix() == ""
+    assert CI.trainer("UpAttLLSTM") == "nnUNetTrainerUpAttLLSTM_1epochs_2it_1valit"
+    assert ClotProfile(**{**QUICK.__dict__, "epochs": 1000}).trainer("NoDropout") == \
+        "nnUNetTrainerNoDropout_16it_2valit"  # nnU-Net's 1000 epochs go unsaid, the iterations do not
 
 
 def test_quick_hard_is_the_quick_budget_on_the_hard_preset():
@@ -315,7 +317,8 @@ def test_commands_a_harness_would_run_without_running_them(tmp_path):
     harness = ClotHarness(str(tmp_path), HARD, log=lambda m: None)
     fine_tune = harness.models.train_command(Network.of_model(GRADUAL, 8), run=3)
     assert fine_tune[:7] == ["nnUNetv2_train", "531", "3d_fullres", "2", "-p", "nnUNetPlans_UpAttLLSTM_s8", "-tr"]
-    assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_100epochs__nnUNetPlans_UpAttLLSTM_s8"
+    assert fine_tune[-1].endswith("Dataset531_ClotTrainAB/nnUNetTrainerUpAttLLSTM_100epochs_16it_2valit__"
+                                  "nnUNetPlans_UpAttLLSTM_s8"
                                   "__3d_fullres/fold_2/checkpoint_best.pth")  # run 3 fine-tunes run 3's best model
     assert harness.models.seed(1) == 3 and harness.models.seed(3) == 5
     predict = harness.models.predict_command(Network("UpAttLLSTM", 8), "AB", "missing", run=2)
@@ -343,7 +346,8 @@ def test_a_second_harness_on_one_workdir_stops_at_every_step_the_first_holds(tmp
     harness.models.ensure_plans = lambda network: None  # the training's own lock is tested here, not planning
     models = harness.models
     for name, step in (("dataset_530", models.source_dataset), ("dataset_531", lambda: models.dataset(531)),
-                       ("train_531_nnUNetTrainerUpAttLLSTM_1epochs__nnUNetPlans_UpAttLLSTM_s8__3d_fullres_fold0",
+                       ("train_531_nnUNetTrainerUpAttLLSTM_1epochs_2it_1valit__nnUNetPlans_UpAttLLSTM_s8__3d_fullres"
+                        "_fold0",
                         lambda: harness.models.train(Network("UpAttLLSTM", 8), 1)),
                        ("predict_UpAttLLSTM_s8_run1_AB_present",
                         lambda: harness.models.predict(Network("UpAttLLSTM", 8), "AB", "present", 1))):
@@ -435,7 +439,8 @@ def test_ci_run_used_the_stock_commands_one_fold_and_seed_per_run(ci_run):
     for fold, seed, predictions in ((0, 0, 4), (1, 1, 2)):
         assert log.count(f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_UpAttLLSTM_s8") == 1
         assert log.count(f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_AttLLSTM_s8") == 1
-        assert (f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_AttLLSTM_s8 -tr nnUNetTrainerUpAttLLSTM_1epochs "
+        assert (f"nnUNetv2_train 531 3d_fullres {fold} -p nnUNetPlans_AttLLSTM_s8 "
+                f"-tr nnUNetTrainerUpAttLLSTM_1epochs_2it_1valit "
                 f"-device cpu [env {{'NNUNET_EXT_SEED': '{seed}'") in log
         assert log.count("-o " + os.path.join(workdir, "clot", "predictions", "UpAttLLSTM_s8",
                                               f"run{fold + 1}")) == predictions
@@ -528,3 +533,18 @@ def test_report_only_before_any_run_finished_says_so_and_runs_nothing(tmp_path):
     with pytest.raises(SystemExit, match="no finished run of any row of Table\\(s\\) 6, 7 to report"):
         reproduce_clot.main(["--table", "6", "7", "--profile", "ci", "--workdir", str(tmp_path), "--report-only"])
     assert not os.path.exists(tmp_path / "commands.log")
+
+
+def test_validation_note_names_the_runs_whose_training_log_was_not_found():
+    """A run with results but no training log to read (its results folder renamed or moved) is named, not left
+    out of the note without a word."""
+    course = validation_course({0: 0.1, 1: 0.5, 2: 0.0})  # best 0.5 at epoch 1, mean 0.2, one epoch at 0 after
+    note = validation_note({"UpAttLLSTM_s8": [(1, course)], "LLSTM_s8": []},
+                           ["LLSTM_s8 run 1 (/w/nnUNet_results/x/fold_0)"])
+    assert note == ("Validation pseudo Dice during training (nnU-Net's, on the one validation case; every model "
+                    "predicts with its checkpoint_best.pth): UpAttLLSTM_s8: run 1 best 0.50 (epoch 1), last 3 epochs "
+                    "0.20, 1 epochs at 0 after the best. No training log with a pseudo Dice was found for LLSTM_s8 "
+                    "run 1 (/w/nnUNet_results/x/fold_0), although their rows have results.")
+    assert validation_note({}, ["LLSTM_s8 run 2 (f)"]).startswith(
+        "Validation pseudo Dice during training (nnU-Net's, on the one validation case; every model predicts with "
+        "its checkpoint_best.pth): none read. No training log")

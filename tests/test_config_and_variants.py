@@ -9,7 +9,7 @@ from nnunet_ext.dropout.config import (ModalityDropoutConfig, epoch_seed,
                                        modality_dropout_config, resolve_droppable_channels)
 from nnunet_ext.training.environment import TrainerEnvironment
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
-from nnunet_ext.training.variants import parse_trainer_name, trainer_variant
+from nnunet_ext.training.variants import parse_trainer_name, trainer_variant, variant_name
 
 NAMES = ["DWI", "ADC", "B0"]
 DATASET_JSON = {"channel_names": {"0": "DWI", "1": "ADC", "2": "B0"}, "droppable_channels": ["ADC"]}
@@ -70,30 +70,36 @@ def test_epoch_seed_is_deterministic_and_distinct_per_rank_and_epoch():
 
 
 @pytest.mark.parametrize("environ,message", [
-    ({"NNUNET_EXT_ITERATIONS_PER_EPOCH": "0"}, "NNUNET_EXT_ITERATIONS_PER_EPOCH must be a positive integer, got '0'"),
     ({"NNUNET_EXT_SAVE_EVERY": "two"}, "NNUNET_EXT_SAVE_EVERY must be a positive integer, got 'two'"),
-    ({"NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": "-3"}, "must be a positive integer, got '-3'"),
+    ({"NNUNET_EXT_SAVE_EVERY": "-3"}, "must be a positive integer, got '-3'"),
     ({"NNUNET_EXT_FINAL_VALIDATION": "no"}, "NNUNET_EXT_FINAL_VALIDATION must be 0 or 1, got 'no'"),
     ({"NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS": "yes"}, "RESUME_WITH_CURRENT_SETTINGS must be 0 or 1, got 'yes'"),
+    ({"NNUNET_EXT_SAVE_EVRY": "5"}, "unknown variable NNUNET_EXT_SAVE_EVRY: did you mean NNUNET_EXT_SAVE_EVERY\\? "
+                                    "\\(our trainers read NNUNET_EXT_SAVE_EVERY, "),
+    ({"NNUNET_EXT_ITERATIONS_PER_EPOCH": "16"}, "NNUNET_EXT_ITERATIONS_PER_EPOCH no longer sets the training "
+                                               "iterations per epoch: spell it in the trainer name instead, e.g. "
+                                               "nnUNetTrainerGradualDrop_p05_100epochs_16it \\(16 iterations\\), "
+                                               "and unset the variable"),
     ({"NNUNET_EXT_ITERATION_PER_EPOCH": "5"}, "unknown variable NNUNET_EXT_ITERATION_PER_EPOCH: did you mean "
-                                              "NNUNET_EXT_ITERATIONS_PER_EPOCH\\?"),
+                                              "NNUNET_EXT_ITERATIONS_PER_EPOCH\\? \\(NNUNET_EXT_ITERATIONS_PER_EPOCH "
+                                              "no longer sets the training iterations per epoch"),
     ({"NNUNET_EXT_COTRAINING_SIMILARITY": "mse"}, "NNUNET_EXT_COTRAINING_SIMILARITY no longer sets ModDrop\\+\\+'s "
-                                                  "co-training: spell it in the trainer name instead, e.g. "
-                                                  "nnUNetTrainerModDropPlusPlus_p05_w05_mse \\(MSE\\)")])
+                                                  "co-training similarity: spell it in the trainer name instead, "
+                                                  "e.g. nnUNetTrainerModDropPlusPlus_p05_w05_mse \\(MSE\\)")])
 def test_every_environment_variable_is_checked_with_its_name(environ, message):
     with pytest.raises(ValueError, match=message):
         TrainerEnvironment.from_env(environ)
 
 
 def test_the_environment_is_read_in_one_place():
-    assert TrainerEnvironment.from_env({}) == TrainerEnvironment(budget={}, final_validation=True,
+    assert TrainerEnvironment.from_env({}) == TrainerEnvironment(save_every=None, final_validation=True,
                                                                  resume_with_current_settings=False, seed=12345,
                                                                  droppable_channels=None)
     environment = TrainerEnvironment.from_env({
-        "NNUNET_EXT_ITERATIONS_PER_EPOCH": "5", "NNUNET_EXT_SAVE_EVERY": " 1 ", "NNUNET_EXT_FINAL_VALIDATION": "0",
+        "NNUNET_EXT_SAVE_EVERY": " 1 ", "NNUNET_EXT_FINAL_VALIDATION": "0",
         "NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS": "true", "NNUNET_EXT_SEED": "-7",
         "NNUNET_EXT_DROPPABLE_CHANNELS": "ADC, B0", "NNUNET_EXT_SLURM_DIR": "/tmp/x", "PATH": "/bin"})
-    assert environment == TrainerEnvironment(budget={"num_iterations_per_epoch": 5, "save_every": 1},
+    assert environment == TrainerEnvironment(save_every=1,
                                              final_validation=False, resume_with_current_settings=True, seed=-7,
                                              droppable_channels=("ADC", "B0"))
 
@@ -135,10 +141,41 @@ def test_moddrop_plus_plus_names_spell_the_cotraining(name, weight, similarity):
 @pytest.mark.parametrize("name", ["nnUNetTrainerFoo", "nnUNetTrainerGradualDrop_p5", "nnUNetTrainerNoDropout_p05",
                                   "GradualDrop_p05", "nnUNetTrainerGradualDrop_0epochs",
                                   "nnUNetTrainerModDropPlus_p05_w03", "nnUNetTrainerGradualDrop_mse",
-                                  "nnUNetTrainerModDropPlusPlus_w3", "nnUNetTrainerModDropPlusPlus_mse_w03"])
+                                  "nnUNetTrainerModDropPlusPlus_w3", "nnUNetTrainerModDropPlusPlus_mse_w03",
+                                  "nnUNetTrainerGradualDrop_p05_0it", "nnUNetTrainerNoDropout_3it_0valit",
+                                  "nnUNetTrainerNoDropout_1valit_3it", "nnUNetTrainerNoDropout_3it_8epochs"])
 def test_bad_variant_names_are_refused(name):
     with pytest.raises(ValueError, match=name):
         parse_trainer_name(name)
+
+
+@pytest.mark.parametrize("name,epochs,iterations,val_iterations", [
+    ("nnUNetTrainerGradualDrop_p05_8epochs_3it_1valit", 8, 3, 1),
+    ("nnUNetTrainerNoDropout_16it", 1000, 16, None),
+    ("nnUNetTrainerUpAttLLSTM_400epochs_16it_2valit", 400, 16, 2),
+    ("nnUNetTrainerModDropPlusPlus_p02_8epochs_40it_w00_mse", 8, 40, None),
+    ("nnUNetTrainerMultiUnet_p08_4valit", 1000, None, 4),
+])
+def test_variant_names_spell_the_iterations_per_epoch(name, epochs, iterations, val_iterations):
+    spec = parse_trainer_name(name)
+    assert (spec.epochs, spec.iterations_per_epoch, spec.val_iterations_per_epoch) == \
+        (epochs, iterations, val_iterations)
+    cls = trainer_variant(name)
+    assert (cls.training_epochs, cls.training_iterations_per_epoch, cls.validation_iterations_per_epoch) == \
+        (epochs, iterations, val_iterations)
+
+
+def test_variant_name_composes_what_parse_reads():
+    assert variant_name("GradualDrop", 0.5, 8, 3, 1) == "nnUNetTrainerGradualDrop_p05_8epochs_3it_1valit"
+    assert variant_name("NoDropout", None, 400, 16, 2) == "nnUNetTrainerNoDropout_400epochs_16it_2valit"
+    assert variant_name("NoDropout") == "nnUNetTrainerNoDropout"  # nnU-Net's budget: nothing to spell
+    assert variant_name("MultiUnet", 1.0) == "nnUNetTrainerMultiUnet_p10"
+    with pytest.raises(ValueError, match="drop probability 0.25 has no name: _pXY spells X.Y, one decimal"):
+        variant_name("GradualDrop", 0.25)
+    with pytest.raises(ValueError, match="the NoDropout family takes no drop probability"):
+        variant_name("NoDropout", 0.5)
+    with pytest.raises(ValueError, match="the number of iterations per epoch must be >= 1"):
+        variant_name("NoDropout", None, 8, 0)
 
 
 def test_trainers_folder_lists_discoverable_variants(monkeypatch):

@@ -28,9 +28,9 @@ def test_grids_have_the_papers_cells_and_listed_trainers():
     for table in TABLES.values():
         for cell in table.cells:
             for profile in PROFILES.values():
-                parse_trainer_name(cell.trainer(profile.epochs))  # every trainer name exists as a variant
-    assert TABLES[2].cells[5].trainer(8) == "nnUNetTrainerGradualDrop_p05_8epochs"
-    assert TABLES[3].cells[0].trainer(1000) == "nnUNetTrainerNoDropout"
+                parse_trainer_name(cell.trainer(profile))  # every trainer name exists as a variant
+    assert TABLES[2].cells[5].trainer(PROFILES["quick"]) == "nnUNetTrainerGradualDrop_p05_8epochs_60it_4valit"
+    assert TABLES[3].cells[0].trainer(PROFILES["full"]) == "nnUNetTrainerNoDropout"  # nnU-Net's own budget
 
 
 def test_channel_subsets_are_every_non_empty_subset_largest_first():
@@ -153,7 +153,7 @@ def mini_grid(nnunet_workspace, tmp_path_factory):
     root = tmp_path_factory.mktemp("mini_grid")
     workdir, out = root / "repro", root / "table2_ci"
     fold = (workdir / "nnUNet_results" / "Dataset511_Table2_all_centers" /
-            "nnUNetTrainerGradualDrop_p05_8epochs__nnUNetPlans_CPU__3d_fullres" / "fold_0")
+            "nnUNetTrainerGradualDrop_p05_8epochs_2it_1valit__nnUNetPlans_CPU__3d_fullres" / "fold_0")
     harness = subprocess.Popen(
         ["nnunet_ext_reproduce", "--table", "2", "--profile", "ci", "--workdir", str(workdir), "--methods", "none",
          "Gradual", "--probabilities", "0.5", "--out", str(out), "--executor", "local", "--max-parallel", "2"],
@@ -179,7 +179,7 @@ def test_mini_grid_preempted_job_is_requeued_and_continues_with_c(mini_grid):
     assert "started Table 2: no_dropout fold 0" in mini_grid["stdout"]
     assert "finished Table 2: Gradual_p05 fold 0" in mini_grid["stdout"]
     trained = re.findall(r"nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8"
-                         r"epochs -device cpu( --c)? ", mini_grid["log"])
+                         r"epochs_2it_1valit -device cpu( --c)? ", mini_grid["log"])
     assert trained == ["", " --c"]  # requeued, continued from checkpoint_latest.pth
     job_logs = "".join(open(p).read() for p in glob.glob(str(workdir / "jobs" / "*" / "*_log.*")))
     assert "Caught signal SIGUSR2" in job_logs and "this job is preempted" in job_logs
@@ -203,7 +203,7 @@ def test_mini_grid_jobs_ran_at_once_each_on_its_own_cpus(mini_grid):
 
 def test_mini_grid_results_and_report(mini_grid):
     result = mini_grid["result"]
-    assert result["trainer"] == "nnUNetTrainerGradualDrop_p05_8epochs" and result["dataset_id"] == 511
+    assert result["trainer"] == "nnUNetTrainerGradualDrop_p05_8epochs_2it_1valit" and result["dataset_id"] == 511
     assert sorted(result["dice"]) == ["all", "missing"] and len(result["dice"]["all"]) == 4
     assert result["provenance"]["seed"] == 0 and "nnunetv2" in result["provenance"]["versions"]
     out = mini_grid["out"]
@@ -211,7 +211,7 @@ def test_mini_grid_results_and_report(mini_grid):
     assert set(report["summaries"]) == {"no_dropout", "Gradual_p05"} and report["profile"] == "ci"
     table = open(str(out) + ".md").read()
     assert "| Exp1 | no dropout | ADC absent |" in table and "| Exp2 | Gradual 0.5 | ADC absent |" in table
-    assert "nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8epochs" in \
+    assert "nnUNetv2_train 511 3d_fullres 0 -p nnUNetPlans_CPU -tr nnUNetTrainerGradualDrop_p05_8epochs_2it_1valit" in \
         mini_grid["log"]
 
 
@@ -236,7 +236,8 @@ def test_robustness_of_the_mini_grid_model(mini_grid, nnunet_workspace):
     robustness = mini_grid["root"] / "robustness"
     nnunet_workspace.run(["nnunet_ext_robustness", "-i", str(raw / "imagesTs"), "-r", str(raw / "labelsTs"),
                           "-o", str(robustness), "-d", "511", "-c", "3d_fullres", "-f", "0", "-p", "nnUNetPlans_CPU",
-                          "-tr", "nnUNetTrainerGradualDrop_p05_8epochs", "--centers", str(raw / "case_centers.json"),
+                          "-tr", "nnUNetTrainerGradualDrop_p05_8epochs_2it_1valit",
+                          "--centers", str(raw / "case_centers.json"),
                           "-device", "cpu", "--disable_tta", "-npp", "0", "-nps", "0"], env)
     matrix = json.load(open(robustness / "robustness.json"))["matrix"]
     assert list(matrix) == ["DWI+ADC", "DWI", "ADC"]

@@ -262,8 +262,8 @@ def test_bad_cotraining_settings_stop_start_up(make_trainer, monkeypatch, tmp_pa
     """The co-training is spelled in the name; the variables that once set it (and left the name unchanged) are
     refused with the spelling to use, before nnU-Net writes anything."""
     monkeypatch.setenv("NNUNET_EXT_COTRAINING_WEIGHT", "0.3")
-    with pytest.raises(ValueError, match="NNUNET_EXT_COTRAINING_WEIGHT no longer sets ModDrop\\+\\+'s co-training: "
-                                         "spell it in the trainer name instead, e.g. "
+    with pytest.raises(ValueError, match="NNUNET_EXT_COTRAINING_WEIGHT no longer sets ModDrop\\+\\+'s co-training "
+                                         "weight: spell it in the trainer name instead, e.g. "
                                          "nnUNetTrainerModDropPlusPlus_p05_w03"):
         make_trainer("nnUNetTrainerModDropPlusPlus_p05_8epochs")
     assert not (tmp_path / "results").exists()
@@ -277,7 +277,7 @@ def test_bad_cotraining_settings_stop_start_up(make_trainer, monkeypatch, tmp_pa
 
 
 def test_stock_train_continue_and_predict_with_adc_missing(nnunet_workspace, tmp_path):
-    trainer = "nnUNetTrainerModDropPlus_p05_8epochs"
+    trainer = "nnUNetTrainerModDropPlus_p05_8epochs_3it_1valit"
     no_validation = {"NNUNET_EXT_FINAL_VALIDATION": "0"}  # nnU-Net's validation after training: not tested here
     nnunet_workspace.run(nnunet_workspace.train_command(trainer), no_validation)
     fold = os.path.join(nnunet_workspace.results_folder(trainer), "fold_0")
@@ -301,7 +301,7 @@ def test_stock_train_runs_moddrop_plus_plus_end_to_end(nnunet_workspace):
     """ModDrop++'s own train_step (full and dropped batch, co-training loss) through nnUNetv2_train: every
     epoch trains and logs a finite co-training term, and the final checkpoint is finite. (Prediction with this
     network, the same as ModDrop+'s, is tested above; nnU-Net's final validation is skipped to save CI time.)"""
-    trainer = "nnUNetTrainerModDropPlusPlus_p05_8epochs_w03"  # built on demand: no module lists it
+    trainer = "nnUNetTrainerModDropPlusPlus_p05_8epochs_3it_1valit_w03"  # built on demand: no module lists it
     nnunet_workspace.run(nnunet_workspace.train_command(trainer), {"NNUNET_EXT_FINAL_VALIDATION": "0"})
     fold = os.path.join(nnunet_workspace.results_folder(trainer), "fold_0")
     log = open(sorted(glob.glob(os.path.join(fold, "training_log_*.txt")))[-1]).read()

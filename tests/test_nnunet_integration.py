@@ -50,6 +50,8 @@ def test_settings_and_choice_of_channels_survive_into_the_results_folder(resumed
     stored = json.load(open(os.path.join(resumed_run["fold"], "nnunet_ext_settings.json")))
     assert stored["settings"]["modality_dropout"]["droppable_names"] == ["ADC"]
     assert stored["settings"]["num_epochs"] == 8 and stored["settings"]["num_iterations_per_epoch"] == 3
+    assert stored["settings"]["num_val_iterations_per_epoch"] == 1
+    assert stored["settings"]["save_every"] == 1  # the first run's, not the --c run's environment (4)
     assert "--c" in stored["provenance"]["command"] and stored["provenance"]["seed"] == 12345
 
 

@@ -77,7 +77,7 @@ def test_the_stroke_harness_says_how_far_a_cell_s_training_is(tmp_path):
     raw = os.path.join(harness.paths["nnUNet_raw"], "Dataset511_Table2_all_centers")
     os.makedirs(raw)
     fold = os.path.join(harness.paths["nnUNet_results"], "Dataset511_Table2_all_centers",
-                        f"{cell.trainer(PROFILES['quick'].epochs)}__{harness.plans}__3d_fullres", "fold_0")
+                        f"{cell.trainer(PROFILES['quick'])}__{harness.plans}__3d_fullres", "fold_0")
     os.makedirs(fold)
     with open(os.path.join(fold, "training_log_2026_12_5_21_00_00.txt"), "w") as f:
         f.write(LOG)

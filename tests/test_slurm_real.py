@@ -185,8 +185,8 @@ def test_a_failed_job_is_failed_with_its_log_and_its_later_stage_is_cancelled(sl
     assert report.returncode != 0 and "no finished run to report" in report.stderr
 
 
-GRADUAL = "nnUNetTrainerGradualDrop_p05_8epochs"    # the `tables` training that is requeued
-MULTIUNET = "nnUNetTrainerMultiUnet_p05_8epochs"    # the time-limited training
+GRADUAL = "nnUNetTrainerGradualDrop_p05_8epochs_2it_1valit"    # the `tables` training that is requeued
+MULTIUNET = "nnUNetTrainerMultiUnet_p05_8epochs_2it_1valit"    # the time-limited training (the ci profile)
 
 
 def _stop_training(trainer: str) -> None:

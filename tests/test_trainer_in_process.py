@@ -84,18 +84,18 @@ def test_bad_probability_stops_the_trainer_before_any_folder_is_written(trainer_
 def test_a_fresh_start_over_another_training_s_settings_is_refused(trainer_factory, tmp_path, monkeypatch):
     """Without --c, a run with other settings would leave the folder with the old run's checkpoints beside the new
     run's settings until it saves its own; the same settings are a restart and are allowed."""
-    trainer_class = trainer_variant("nnUNetTrainerNoDropout_8epochs")
-    monkeypatch.setenv("NNUNET_EXT_ITERATIONS_PER_EPOCH", "3")
+    trainer_class = trainer_variant("nnUNetTrainerNoDropout_8epochs_3it")
+    monkeypatch.setenv("NNUNET_EXT_SAVE_EVERY", "3")
     first = trainer_factory(trainer_class)
     first.write_settings_file()
     trainer_factory(trainer_class).refuse_to_mix_trainings()  # the same settings: a restart
-    monkeypatch.setenv("NNUNET_EXT_ITERATIONS_PER_EPOCH", "4")
+    monkeypatch.setenv("NNUNET_EXT_SAVE_EVERY", "4")
     time.sleep(1.1)  # nnU-Net names its logs by the second
     files = sorted(os.listdir(first.output_folder))
     second = trainer_factory(trainer_class)  # constructing is allowed: nnUNetv2_train --val trains nothing
     assert len(os.listdir(first.output_folder)) == len(files) + 1  # its log
     with pytest.raises(ValueError, match="holds a training with other settings than this one \\(there vs now: "
-                                         "num_iterations_per_epoch: 3 vs 4\\); starting afresh would mix"):
+                                         "save_every: 3 vs 4\\); starting afresh would mix"):
         second.on_train_start()  # what nnUNetv2_train calls first when it trains
     assert sorted(os.listdir(first.output_folder)) == files  # nothing left of the refused run
     monkeypatch.setenv("NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS", "1")

@@ -26,7 +26,7 @@ from conftest import NnunetWorkspace
 DATASET = "502"
 DATASET_NAME = "Dataset502_SyntheticClot"
 PLANS = "nnUNetPlans_UpAttLLSTM"
-TRAINER = "nnUNetTrainerUpAttLLSTM_1epochs"
+TRAINER = "nnUNetTrainerUpAttLLSTM_1epochs_3it_1valit"
 FINE_TUNE = "nnUNetTrainerUpAttLLSTMGradualDrop_400epochs"
 VALIDATION_CASE = "clot_B_000"
 
@@ -388,7 +388,7 @@ def test_trainers_folder_lists_discoverable_clot_trainers(monkeypatch):
     source = open(os.path.join(trainer_dir(), "upattllstm_trainers.py")).read()
     names = [line.split(" = ")[0] for line in source.splitlines() if " = trainer_variant(" in line]
     assert {"nnUNetTrainerUpAttLLSTM", "nnUNetTrainerUpAttLLSTMGradualDrop",
-            "nnUNetTrainerUpAttLLSTMGradualDrop_400epochs", TRAINER} <= set(names)
+            "nnUNetTrainerUpAttLLSTMGradualDrop_400epochs", "nnUNetTrainerUpAttLLSTM_1epochs"} <= set(names)
     for name in names:
         cls = recursive_find_trainer_class_by_name(name)
         assert cls.__name__ == name

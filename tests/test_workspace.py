@@ -30,11 +30,11 @@ def _touch(path):
 
 def test_folders_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("NNUNET_EXT_SEED", "7")
-    workspace = Workspace(str(tmp_path), {"NNUNET_EXT_ITERATIONS_PER_EPOCH": 16}, unset=("NNUNET_EXT_SEED",))
+    workspace = Workspace(str(tmp_path), {"NNUNET_EXT_SAVE_EVERY": 16}, unset=("NNUNET_EXT_SEED",))
     assert workspace.paths == {name: str(tmp_path / name)
                                for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    assert {k: workspace.env[k] for k in ("nnUNet_raw", "nnUNet_compile", "NNUNET_EXT_ITERATIONS_PER_EPOCH")} == {
-        "nnUNet_raw": str(tmp_path / "nnUNet_raw"), "nnUNet_compile": "false", "NNUNET_EXT_ITERATIONS_PER_EPOCH": "16"}
+    assert {k: workspace.env[k] for k in ("nnUNet_raw", "nnUNet_compile", "NNUNET_EXT_SAVE_EVERY")} == {
+        "nnUNet_raw": str(tmp_path / "nnUNet_raw"), "nnUNet_compile": "false", "NNUNET_EXT_SAVE_EVERY": "16"}
     assert "NNUNET_EXT_SEED" not in workspace.env and os.environ["NNUNET_EXT_SEED"] == "7"
     assert workspace.fold_folder(MODEL) == str(
         tmp_path / "nnUNet_results" / "Dataset531_ClotTrainAB" /

@@ -1,8 +1,9 @@
 """Named modality-dropout trainers for the stock `nnUNetv2_train -tr NAME` / `nnUNetv2_predict -tr NAME`.
 
 Each name spells its settings (`nnunet_ext.training.variants`): family, drop probability _pXY = X.Y (the
-paper's "1-p"), and _Nepochs (default 1000; 400 is the paper's fine-tuning length with -pretrained_weights;
-8 and 100 are for CPU demos and short runs). Droppable channels are chosen by name in dataset.json
+paper's "1-p"), _Nepochs (default 1000; 400 is the paper's fine-tuning length with -pretrained_weights;
+8 and 100 are for CPU demos and short runs), and _Kit / _Vvalit, the (validation) iterations per epoch (default
+250 / 50; e.g. nnUNetTrainerGradualDrop_p05_8epochs_40it_4valit, built on demand by variants_on_demand.py). Droppable channels are chosen by name in dataset.json
 ("droppable_channels": ["ADC"]) or NNUNET_EXT_DROPPABLE_CHANNELS=ADC.
 """
 from nnunet_ext.training.variants import trainer_variant

@@ -1,7 +1,8 @@
 """ModDrop+ (dynamic first convolution) and ModDrop++ (plus co-training) for the stock nnU-Net commands.
 
 Names as in `nnunet_ext.training.variants`: _pXY is the drop probability X.Y of the channels named in
-dataset.json "droppable_channels" (or NNUNET_EXT_DROPPABLE_CHANNELS); _Nepochs sets num_epochs (default 1000).
+dataset.json "droppable_channels" (or NNUNET_EXT_DROPPABLE_CHANNELS); _Nepochs sets num_epochs (default 1000);
+_Kit / _Vvalit the (validation) iterations per epoch (default 250 / 50; any such name is built on demand).
 """
 from nnunet_ext.training.variants import trainer_variant
 

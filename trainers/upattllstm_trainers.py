@@ -6,7 +6,8 @@ Gaussian noise (p = 0.4 each). nnUNetTrainerUpAttLLSTMGradualDrop: the same plus
 (drop probability 0.5, the paper's schedule); from scratch, or as the paper's fine-tune:
     nnUNetv2_train ... -tr nnUNetTrainerUpAttLLSTMGradualDrop_400epochs -pretrained_weights checkpoint_final.pth
 _Nepochs sets num_epochs (default 1000); 8 is for CPU demos, 1 for the tests and the ci profile of
-`nnunet_ext_reproduce_clot`.
+`nnunet_ext_reproduce_clot`. _Kit / _Vvalit set the (validation) iterations per epoch, e.g.
+nnUNetTrainerUpAttLLSTM_400epochs_16it_2valit (built on demand by variants_on_demand.py).
 """
 from nnunet_ext.training.variants import trainer_variant
 

@@ -18,6 +18,7 @@ from nnunet_ext.data.synthetic_cohort import CohortSpec, write_cohort
 from nnunet_ext.evaluation.folders import dice_per_case, summarize_by_center
 from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 from nnunet_ext.provenance import provenance
+from nnunet_ext.training.variants import parse_trainer_name
 
 
 def _step(number: int, total: int, text: str) -> None:
@@ -47,9 +48,8 @@ def _run(text: str, action: Callable[[], object]) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="nnunet_ext_demo_work")
-    parser.add_argument("--trainer", default="nnUNetTrainerGradualDrop_p05_8epochs")
-    parser.add_argument("--iterations", type=int, default=40, help="training iterations per epoch")
-    parser.add_argument("--val-iterations", type=int, default=4, help="validation iterations per epoch")
+    parser.add_argument("--trainer", default="nnUNetTrainerGradualDrop_p05_8epochs_40it_4valit",
+                        help="any trainer name of ours (it spells the epochs and iterations per epoch)")
     parser.add_argument("--train-per-center", type=int, default=6)
     parser.add_argument("--test-per-center", type=int, default=3)
     parser.add_argument("--size", type=int, default=48)
@@ -60,9 +60,8 @@ def main(argv=None) -> None:
     workdir = os.path.abspath(args.workdir)
     if os.path.exists(workdir) and os.listdir(workdir):
         sys.exit(f"error: {workdir} exists and is not empty; remove it or pass another --workdir")
-    workspace = Workspace(workdir, {"nnUNet_def_n_proc": "2", "NNUNET_EXT_SEED": str(args.seed),
-                                    "NNUNET_EXT_ITERATIONS_PER_EPOCH": str(args.iterations),
-                                    "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": str(args.val_iterations)},
+    parse_trainer_name(args.trainer)  # a misspelt name stops here, before any work
+    workspace = Workspace(workdir, {"nnUNet_def_n_proc": "2", "NNUNET_EXT_SEED": str(args.seed)},
                           on_output=_show_progress)
     workspace.env.setdefault("nnUNet_n_proc_DA", "1")
     spec = CohortSpec(train_per_center=args.train_per_center, test_per_center=args.test_per_center,
@@ -83,14 +82,13 @@ def main(argv=None) -> None:
     _run(shlex.join(cpu_plans), lambda: workspace.run(cpu_plans, "plan_cpu"))
 
     model = TrainedModel(spec.dataset_id, os.path.basename(raw), args.trainer, "nnUNetPlans_CPU", fold=0)
-    _step(4, total, f"nnUNetv2_train {spec.dataset_id} 3d_fullres 0 -tr {args.trainer} ({args.iterations} "
-                    "iterations/epoch)")
+    _step(4, total, f"nnUNetv2_train {spec.dataset_id} 3d_fullres 0 -tr {args.trainer}")
     _run(shlex.join(workspace.train_command(model, args.device)),
          lambda: workspace.train(model, "train", args.device))
 
     results = _predict_and_score(workspace, model, raw, args.device, first_step=5, total=total)
     _print_dice(results)
-    report = {"results": results, "trainer": args.trainer, "iterations_per_epoch": args.iterations,
+    report = {"results": results, "trainer": args.trainer,
               "cohort": vars(args), "elapsed_s": round(time.time() - started, 1), "provenance": provenance(args.seed)}
     path = os.path.join(workdir, "demo_results.json")
     write_json_files({path: report})  # complete or absent, read back

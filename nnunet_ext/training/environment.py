@@ -4,8 +4,6 @@ The stock `nnUNetv2_train` has no options of ours, so the few settings it cannot
 the dataset come from the environment. They are read once, at trainer start-up, before nnU-Net creates any
 folder, and every bad value stops the run with a message naming the variable:
 
-  NNUNET_EXT_ITERATIONS_PER_EPOCH      training iterations per epoch (nnU-Net: 250)        CPU budget
-  NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH  validation iterations per epoch (nnU-Net: 50)       CPU budget
   NNUNET_EXT_SAVE_EVERY                checkpoint_latest every N epochs (nnU-Net: 50)
   NNUNET_EXT_FINAL_VALIDATION          0: skip nnUNetv2_train's validation after training (default 1)
   NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS  1: a --c run (or a fresh start over another training's folder)
@@ -15,35 +13,35 @@ folder, and every bad value stops the run with a message naming the variable:
                                        "droppable_channels" (the results folder's dataset.json records the
                                        channels used)
 
-The two iteration counts change the trained model, which its name does not say: a run records them in its
-settings file and checkpoints, `--c` continues with what it started with, and a fresh start over a folder that
-holds other settings is refused (ext_trainer.py). A variable that is one typo away from one of these is refused
-too, since a misspelt budget would otherwise train for nnU-Net's full default silently.
+What defines a model (epochs, iterations per epoch, drop probability, co-training) is spelled in the trainer's
+name instead (training/variants.py); the droppable channels a run used are recorded in its results folder's
+dataset.json. The variables that once set part of a model are refused with what to write instead, and so is
+a variable one typo away from a known one, which would otherwise be ignored without a word.
 """
 import difflib
 import os
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 from nnunet_ext.dropout.config import DEFAULT_SEED
 
 PREFIX = "NNUNET_EXT_"
-BUDGET_VARIABLES = {
-    "num_iterations_per_epoch": "NNUNET_EXT_ITERATIONS_PER_EPOCH",
-    "num_val_iterations_per_epoch": "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH",
-    "save_every": "NNUNET_EXT_SAVE_EVERY",
-}
+SAVE_EVERY = "NNUNET_EXT_SAVE_EVERY"
 FINAL_VALIDATION = "NNUNET_EXT_FINAL_VALIDATION"
 RESUME_WITH_CURRENT_SETTINGS = "NNUNET_EXT_RESUME_WITH_CURRENT_SETTINGS"
 SEED = "NNUNET_EXT_SEED"
 DROPPABLE_CHANNELS = "NNUNET_EXT_DROPPABLE_CHANNELS"
-KNOWN = (*BUDGET_VARIABLES.values(), FINAL_VALIDATION, RESUME_WITH_CURRENT_SETTINGS, SEED, DROPPABLE_CHANNELS)
-# variables that once set a model and now must be spelled in the trainer name: name -> what to do instead
+KNOWN = (SAVE_EVERY, FINAL_VALIDATION, RESUME_WITH_CURRENT_SETTINGS, SEED, DROPPABLE_CHANNELS)
+# variables that once set a model and now must be spelled in the trainer name: name -> (what it set, an example)
 RETIRED = {
-    "NNUNET_EXT_COTRAINING_WEIGHT": "spell it in the trainer name instead, e.g. "
-                                    "nnUNetTrainerModDropPlusPlus_p05_w03 (weight 0.3)",
-    "NNUNET_EXT_COTRAINING_SIMILARITY": "spell it in the trainer name instead, e.g. "
-                                        "nnUNetTrainerModDropPlusPlus_p05_w05_mse (MSE)",
+    "NNUNET_EXT_COTRAINING_WEIGHT": ("ModDrop++'s co-training weight", "nnUNetTrainerModDropPlusPlus_p05_w03 "
+                                                                       "(weight 0.3)"),
+    "NNUNET_EXT_COTRAINING_SIMILARITY": ("ModDrop++'s co-training similarity",
+                                         "nnUNetTrainerModDropPlusPlus_p05_w05_mse (MSE)"),
+    "NNUNET_EXT_ITERATIONS_PER_EPOCH": ("the training iterations per epoch",
+                                        "nnUNetTrainerGradualDrop_p05_100epochs_16it (16 iterations)"),
+    "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": ("the validation iterations per epoch",
+                                            "nnUNetTrainerGradualDrop_p05_100epochs_16it_2valit (2 of them)"),
 }
 
 
@@ -66,23 +64,29 @@ def _integer(name: str, text: str) -> int:
         raise ValueError(f"{name} must be an integer, got {text!r}") from None
 
 
+def _retired(name: str) -> str:
+    what, example = RETIRED[name]
+    return f"{name} no longer sets {what}: spell it in the trainer name instead, e.g. {example}"
+
+
 def _refuse_retired_and_misspelt(environ: Mapping[str, str]) -> None:
     for name in environ:
         if not name.startswith(PREFIX) or name in KNOWN:
             continue
         if name in RETIRED:
-            raise ValueError(f"{name} no longer sets ModDrop++'s co-training: {RETIRED[name]}, and unset the "
-                             "variable")
-        close = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.9)
+            raise ValueError(f"{_retired(name)}, and unset the variable")
+        # a misspelt retired variable too: it would otherwise be ignored as silently as it once worked
+        close = difflib.get_close_matches(name, (*KNOWN, *RETIRED), n=1, cutoff=0.9)
         if close:
-            raise ValueError(f"unknown variable {name}: did you mean {close[0]}? (our trainers read "
+            hint = f" ({_retired(close[0])})" if close[0] in RETIRED else ""
+            raise ValueError(f"unknown variable {name}: did you mean {close[0]}?{hint} (our trainers read "
                              f"{', '.join(KNOWN)})")
 
 
 @dataclass(frozen=True)
 class TrainerEnvironment:
     """What the environment asks of a trainer (see the module docstring); None: not set."""
-    budget: Dict[str, int]                         # nnUNetTrainer attribute -> value, only those set
+    save_every: Optional[int] = None               # None: nnU-Net's
     final_validation: bool = True
     resume_with_current_settings: bool = False
     seed: int = DEFAULT_SEED
@@ -95,11 +99,9 @@ class TrainerEnvironment:
 
         def text(name: str) -> str:
             return environ.get(name, "").strip()
-        budget = {attribute: _positive_int(name, text(name)) for attribute, name in BUDGET_VARIABLES.items()
-                  if text(name)}
         droppable = tuple(n.strip() for n in text(DROPPABLE_CHANNELS).split(",")) if text(DROPPABLE_CHANNELS) \
             else None
-        return cls(budget=budget,
+        return cls(save_every=_positive_int(SAVE_EVERY, text(SAVE_EVERY)) if text(SAVE_EVERY) else None,
                    final_validation=_flag(FINAL_VALIDATION, text(FINAL_VALIDATION)) if text(FINAL_VALIDATION)
                    else True,
                    resume_with_current_settings=_flag(RESUME_WITH_CURRENT_SETTINGS, text(RESUME_WITH_CURRENT_SETTINGS))

@@ -1,11 +1,12 @@
-"""Common base of our trainers: epoch count by class attribute, CPU-budget knobs, a settings file.
+"""Common base of our trainers: epochs and iterations per epoch by class attribute, a settings file.
 
-The budget knobs (iterations per epoch, validation iterations, checkpoint interval) and the switch for
-nnUNetv2_train's final validation come from the environment (training/environment.py lists every variable).
+The epochs and the (validation) iterations per epoch define the model, so the trainer's name spells them
+(training/variants.py sets the class attributes); the checkpoint interval and the switch for nnUNetv2_train's
+final validation are operational and come from the environment (training/environment.py lists every variable).
 Skipping the final validation is for harnesses that evaluate on their own test set: on a CPU nnU-Net's final
 validation (mirroring, a pool of export processes) can cost as much as a short training.
 A run continued with `--c` reuses the settings it started with, so changing the environment between runs
-cannot change a schedule half-way. They are stored twice: in `nnunet_ext_settings.json` in the fold folder
+cannot change the checkpoint interval half-way. They are stored twice: in `nnunet_ext_settings.json` in the fold folder
 (with the provenance, for people) and in every checkpoint (checkpoint["init_args"]["nnunet_ext_settings"]),
 which travels with the weights. On `--c` the checkpoint's settings win; the run stops with a message when they
 cannot be trusted: the checkpoint carries none and the settings file is gone, or the file disagrees with it.
@@ -84,9 +85,12 @@ def checkpoint_settings(path: str) -> Optional[Dict]:
 
 
 class nnUNetTrainerExt(nnUNetTrainer):
-    """nnUNetTrainer plus `training_epochs`, the budget knobs and a settings/provenance file."""
+    """nnUNetTrainer plus `training_epochs`, the iterations per epoch, the environment's knobs and a
+    settings/provenance file."""
 
     training_epochs: int = 1000
+    training_iterations_per_epoch: Optional[int] = None     # None: nnU-Net's
+    validation_iterations_per_epoch: Optional[int] = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
@@ -102,8 +106,12 @@ class nnUNetTrainerExt(nnUNetTrainer):
             torch.set_num_threads(threads)
             self.print_to_log_file(f"CPU threads: {threads} (limits: {reasons})")
         self.num_epochs = self.training_epochs
-        for attribute, value in self.ext_environment.budget.items():
-            setattr(self, attribute, value)
+        if self.training_iterations_per_epoch is not None:
+            self.num_iterations_per_epoch = self.training_iterations_per_epoch
+        if self.validation_iterations_per_epoch is not None:
+            self.num_val_iterations_per_epoch = self.validation_iterations_per_epoch
+        if self.ext_environment.save_every is not None:
+            self.save_every = self.ext_environment.save_every
         # JSON round trip, so that it compares equal to what a -c run reads back from disk
         self.ext_settings = json.loads(json.dumps(self.collect_settings()))
         if continue_training:

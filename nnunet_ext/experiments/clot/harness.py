@@ -279,17 +279,22 @@ class ClotHarness:
         return None
 
     def _validation_notes(self, rows: Sequence[Row]) -> List[str]:
-        """How each trained network's validation pseudo Dice went, per run (read from nnU-Net's training logs)."""
-        courses = {}
+        """How each trained network's validation pseudo Dice went, per run (read from nnU-Net's training logs), and
+        which runs have results but no such log (a results folder moved or renamed since: named, not skipped)."""
+        courses, unread = {}, []
         for network in row_networks(rows, self.profile):
             runs = []
             for run in range(1, self.profile.runs + 1):
-                course = (fold_validation_course(self.models.fold_folder(network, run))
+                folder = self.models.fold_folder(network, run)
+                course = (fold_validation_course(folder)
                           if self.workspace.is_trained(self.models.model(network, run)) else None)
                 if course is not None:
                     runs.append((run, course))
+                elif any(os.path.isfile(self.result_path(row, run)) for row in rows if network in
+                         row_networks([row], self.profile)):
+                    unread.append(f"{network.key} run {run} ({folder})")
             courses[network.key] = runs
-        return [validation_note(courses)] if any(courses.values()) else []
+        return [validation_note(courses, unread)] if any(courses.values()) or unread else []
 
     def _dwi_swap_notes(self, rows: Sequence[Row]) -> List[str]:
         """One note per attention model of the table: does it use DWI (its predictions with another case's DWI)?"""

@@ -40,11 +40,9 @@ class ClotModels:
         self.root = os.path.join(self.workdir, "clot")
         self.profile, self.log = profile, log
         # nnU-Net's validation after training is skipped: the rows are evaluated on the test cases instead;
-        # dataset.json decides the droppable channels and the profile fixes the budget
-        self.workspace = Workspace(self.workdir, {
-            "NNUNET_EXT_FINAL_VALIDATION": "0", "NNUNET_EXT_ITERATIONS_PER_EPOCH": str(profile.iterations_per_epoch),
-            "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": str(profile.val_iterations_per_epoch)},
-            unset=("NNUNET_EXT_DROPPABLE_CHANNELS", "NNUNET_EXT_SAVE_EVERY"))
+        # dataset.json decides the droppable channels and the trainers' names the budget
+        self.workspace = Workspace(self.workdir, {"NNUNET_EXT_FINAL_VALIDATION": "0"},
+                                   unset=("NNUNET_EXT_DROPPABLE_CHANNELS", "NNUNET_EXT_SAVE_EVERY"))
         self.paths = self.workspace.paths
         self.test_data = ClotTestData(self.workspace, self.root, functools.partial(self.dataset, CLOT_ID),
                                       self.source_dataset)

@@ -12,6 +12,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from nnunet_ext.data.clot_presets import CLOT_PRESETS, clot_preset
+from nnunet_ext.training.variants import variant_name
 
 CHANNELS = ("DWI", "SWAN", "PHASE")
 TRAIN_CENTERS = ("A", "B")
@@ -51,7 +52,7 @@ class ClotProfile:
     train_per_center: int             # cohort; center C's training cases are generated but never trained on
     test_per_center: int
     size: int                         # cohort field of view (mm)
-    epochs: int                       # must be a listed trainer variant (1, 8, 100, 400, 1000)
+    epochs: int                       # spelled in the trainer names with the iterations (_400epochs_16it_2valit)
     iterations_per_epoch: int
     val_iterations_per_epoch: int
     slices: Tuple[Tuple[int, int], ...]  # (our slice count, the paper's it stands for); paper 12 = the default
@@ -99,8 +100,9 @@ class ClotProfile:
         paper counts pixels and does not state its slice thickness."""
         return max(1, int(round(PAPER_MIN_SIZE_PX * PAPER_PIXEL_MM ** 2 / self.training_pixel_area_mm2)))
 
-    def trainer_suffix(self) -> str:
-        return "" if self.epochs == 1000 else f"_{self.epochs}epochs"
+    def trainer(self, family: str) -> str:
+        """The trainer of `family` with this profile's budget (epochs, iterations per epoch) in its name."""
+        return variant_name(family, None, self.epochs, self.iterations_per_epoch, self.val_iterations_per_epoch)
 
 
 CLOT_PROFILES: Dict[str, ClotProfile] = {

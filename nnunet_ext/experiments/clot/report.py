@@ -158,12 +158,18 @@ def lesion_note(trainer: str, dice: Sequence[Optional[float]]) -> str:
             (f"; run(s) {', '.join(missing)} of {len(dice)} missing or without a lesion Dice" if missing else "") + ".")
 
 
-def validation_note(courses: Mapping[str, Sequence[Tuple[int, ValidationCourse]]]) -> str:
-    """Network key -> (run, its training's validation course) for the trained runs, as one note."""
+def validation_note(courses: Mapping[str, Sequence[Tuple[int, ValidationCourse]]],
+                    unread: Sequence[str] = ()) -> str:
+    """Network key -> (run, its training's validation course) for the trained runs, and the runs with results whose
+    training log was not found (`unread`), as one note."""
     parts = [f"{key}: " + "; ".join(f"run {run} {course.text()}" for run, course in runs)
              for key, runs in courses.items() if runs]
-    return ("Validation pseudo Dice during training (nnU-Net's, on the one validation case; every model predicts "
-            f"with its {PREDICTION_CHECKPOINT}): " + ". ".join(parts) + ".")
+    text = ("Validation pseudo Dice during training (nnU-Net's, on the one validation case; every model predicts "
+            f"with its {PREDICTION_CHECKPOINT}): " + (". ".join(parts) if parts else "none read") + ".")
+    if unread:
+        text += (" No training log with a pseudo Dice was found for " + "; ".join(unread) +
+                 ", although their rows have results.")
+    return text
 
 
 HEADER = ["#", "model", "test set", "PHASE", "post-proc.", "runs"] + [

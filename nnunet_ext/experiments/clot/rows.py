@@ -58,7 +58,7 @@ class Network:
     def trainer(self, profile: ClotProfile) -> str:
         family = "NoDropout" if self.architecture == NNUNET else (
             "UpAttLLSTMGradualDrop" if self.gradual_dropout else "UpAttLLSTM")
-        return f"nnUNetTrainer{family}{profile.trainer_suffix()}"
+        return profile.trainer(family)
 
     def pretrained_from(self, profile: ClotProfile) -> Optional["Network"]:
         """The network whose final weights this one starts from (the paper's fine-tune), if any."""

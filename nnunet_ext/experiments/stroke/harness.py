@@ -56,12 +56,9 @@ class Harness:
         if not self.cells:
             raise ValueError(f"no cell of Table {table.number} matches methods={methods}, "
                              f"probabilities={probabilities}")
-        budget = {"NNUNET_EXT_ITERATIONS_PER_EPOCH": profile.iterations_per_epoch,
-                  "NNUNET_EXT_VAL_ITERATIONS_PER_EPOCH": profile.val_iterations_per_epoch}
         # nnU-Net's own validation after training is skipped: the harness evaluates on the test set itself; the
         # derived dataset.json decides the droppable channels
-        self.workspace = Workspace(self.workdir, {"NNUNET_EXT_FINAL_VALIDATION": "0",
-                                                  **{k: str(v) for k, v in budget.items() if v is not None}},
+        self.workspace = Workspace(self.workdir, {"NNUNET_EXT_FINAL_VALIDATION": "0"},
                                    unset=("NNUNET_EXT_DROPPABLE_CHANNELS",))
         self.paths = self.workspace.paths
         # a row with the droppable channel rebuilt by physics (nnunet_ext.data.diffusion) where the table has the
@@ -128,7 +125,7 @@ class Harness:
     # ---- one run of one cell -----------------------------------------------------------------------------
     def model(self, cell: Cell, fold: int, dataset_id: int, raw: str) -> TrainedModel:
         """The nnU-Net model of `cell` in fold `fold`, trained on the raw dataset `raw`."""
-        return TrainedModel(dataset_id, os.path.basename(raw), cell.trainer(self.profile.epochs), self.plans, fold)
+        return TrainedModel(dataset_id, os.path.basename(raw), cell.trainer(self.profile), self.plans, fold)
 
     def result_path(self, cell: Cell, fold: int) -> str:
         return os.path.join(self.workdir, "runs", f"table{self.table.number}", cell.key, f"fold_{fold}.json")

@@ -8,6 +8,8 @@ training with its black B0); evaluated with all channels and with B0 absent.
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+from nnunet_ext.training.variants import variant_name
+
 PROBABILITIES = (0.2, 0.5, 0.8)
 # method -> trainer family in nnunet_ext.training.variants (None: no dropout)
 METHODS: Dict[str, Optional[str]] = {"none": None, "MultiUnet": "MultiUnet", "Gradual": "GradualDrop",
@@ -23,12 +25,11 @@ class Cell:
     dataset_variant: str  # "all_centers" or "unseen_held_out"
     label: str
 
-    def trainer(self, epochs: int) -> str:
+    def trainer(self, profile: "Profile") -> str:
+        """The trainer this cell trains under `profile`'s budget; its name spells every setting."""
         family = METHODS[self.method]
-        suffix = "" if epochs == 1000 else f"_{epochs}epochs"
-        if family is None:
-            return f"nnUNetTrainerNoDropout{suffix}"
-        return f"nnUNetTrainer{family}_p{round(self.probability * 10):02d}{suffix}"
+        return variant_name(family or "NoDropout", None if family is None else self.probability, profile.epochs,
+                            profile.iterations_per_epoch, profile.val_iterations_per_epoch)
 
 
 def _grid(variant: str, first: Tuple[Cell, ...]) -> Tuple[Cell, ...]:
@@ -65,7 +66,7 @@ class Profile:
     train_per_center: int
     test_per_center: int
     size: int
-    epochs: int                       # must be a listed trainer variant: 8, 100, 400 or 1000
+    epochs: int                       # spelled in the trainer names with the iterations (_8epochs_60it_4valit)
     iterations_per_epoch: Optional[int]
     val_iterations_per_epoch: Optional[int]
     runs: int                         # folds 0..runs-1, each with its own seed
