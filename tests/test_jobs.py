@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from nnunet_ext.experiments.jobs import (ExecutorSettings, Task, failed_jobs, parse_sbatch_parameters,
-                                         report_command, run_stages, unfinished_lines)
+from nnunet_ext.experiments.failed_jobs import failed_jobs, unfinished_lines
+from nnunet_ext.experiments.jobs import ExecutorSettings, Task, parse_sbatch_parameters, report_command, run_stages
 from nnunet_ext.experiments.records import job_environment, run_logged
 
 

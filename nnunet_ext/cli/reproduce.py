@@ -20,8 +20,9 @@ import os
 import sys
 
 from nnunet_ext.experiments.stroke.harness import Harness, results_by_cell
+from nnunet_ext.experiments.failed_jobs import unfinished_lines
 from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
-                                         report_command, report_outcome, run_stages, unfinished_lines)
+                                         report_command, report_outcome, run_stages)
 from nnunet_ext.experiments.stroke.report import summarize_cell, write_report
 from nnunet_ext.experiments.stroke.settings import METHODS, PROFILES, TABLES
 from nnunet_ext.provenance import provenance

@@ -28,8 +28,9 @@ from nnunet_ext.experiments.clot.harness import ClotHarness
 from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES, TABLE_MODELS
 from nnunet_ext.experiments.clot.aggregate import missing_runs, read_reference_results
 from nnunet_ext.experiments.clot.report import write_clot_report
+from nnunet_ext.experiments.failed_jobs import unfinished_lines
 from nnunet_ext.experiments.jobs import (StagesOutcome, add_executor_arguments, executor_settings_from_args,
-                                         report_command, report_outcome, run_stages, unfinished_lines)
+                                         report_command, report_outcome, run_stages)
 from nnunet_ext.provenance import provenance
 
 def models_per_table(tables: List[int], models: Optional[List[str]]) -> dict:

@@ -13,7 +13,6 @@ Requeue: every task is checkpointable. On preemption or a time limit submitit si
 requeued as it was, the command it was running is stopped with its workers, and the rerun finds the training's
 checkpoint_latest.pth and continues with `nnUNetv2_train ... --c` (the harnesses resume that way already).
 """
-import json
 import os
 import re
 import shlex
@@ -24,14 +23,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import submitit
 
-from nnunet_ext.data.staging import write_files_together
+from nnunet_ext.experiments.failed_jobs import clear_failed_job, record_failed_job
 
 EXECUTORS = ("local", "slurm")
 LOCAL_TIME_LIMIT_MIN = 30 * 24 * 60  # local jobs have no scheduler limit; submitit's default (2 min) would stop them
 MAX_REQUEUES_ON_TIME_LIMIT = 10      # preemptions do not count (submitit); time limits do
 SIGNAL_DELAY_S = 90                  # submitit's default: USR2 this long before a SLURM job's time limit
 POLL_SECONDS = 2.0
-FAILED_JOBS_FOLDER = os.path.join("jobs", "failed")  # in the harness's workdir: one record per failed task
 PROGRESS_SECONDS = 60.0  # a progress line per running job at most this often (when it has changed)
 
 
@@ -126,59 +124,6 @@ def _job_log() -> Optional[str]:
         return str(submitit.JobEnvironment().paths.stdout)
     except (KeyError, RuntimeError):   # no SUBMITIT_FOLDER / job id: not a submitit job
         return None
-
-
-def _failed_job_path(workdir: str, task_name: str) -> str:
-    return os.path.join(workdir, FAILED_JOBS_FOLDER, re.sub(r"[^A-Za-z0-9.+-]+", "_", task_name) + ".json")
-
-
-def record_failed_job(workdir: str, task_name: str, error: str, log: Optional[str]) -> None:
-    """Remember that the task failed (until a later run of it succeeds), so that a `--report-only`, in another
-    process and perhaps days later, can say which work failed and where its log is; a SLURM array's failures
-    reach no waiting process otherwise."""
-    os.makedirs(os.path.join(workdir, FAILED_JOBS_FOLDER), exist_ok=True)
-    record = {"task": task_name, "error": error.strip().splitlines()[0] if error.strip() else "", "log": log,
-              "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_files_together({_failed_job_path(workdir, task_name): json.dumps(record, indent=2)})
-
-
-def clear_failed_job(workdir: str, task_name: str) -> None:
-    path = _failed_job_path(workdir, task_name)
-    if os.path.isfile(path):
-        os.remove(path)
-
-
-def failed_jobs(workdir: str) -> List[Dict[str, Optional[str]]]:
-    """The recorded failures of tasks that have not succeeded since, oldest first."""
-    folder = os.path.join(workdir, FAILED_JOBS_FOLDER)
-    if not os.path.isdir(folder):
-        return []
-    records = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".json"):
-            with open(os.path.join(folder, name)) as f:
-                records.append(json.load(f))
-    return sorted(records, key=lambda record: record["time"])
-
-
-def failed_job_lines(workdir: str) -> List[str]:
-    """One line per recorded failure, for a report's output."""
-    return [f"{r['task']} failed at {r['time']}: {r['error']}" + (f" (log {r['log']})" if r["log"] else "")
-            for r in failed_jobs(workdir)]
-
-
-def unfinished_lines(missing: Sequence[str], workdir: str) -> List[str]:
-    """What a report's output says about the work it does not hold: the missing (row, run) pairs, and the jobs
-    that failed and have not succeeded since, each with its log."""
-    lines = []
-    if missing:
-        lines.append(f"still missing ({len(missing)}):")
-        lines += [f"  {item}" for item in missing]
-    failures = failed_job_lines(workdir)
-    if failures:
-        lines.append("failed jobs (not succeeded since):")
-        lines += [f"  {line}" for line in failures]
-    return lines
 
 
 @dataclass
