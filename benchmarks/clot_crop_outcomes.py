@@ -55,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="the harness workdir (nnUNet_raw, _preprocessed, _results)")
     parser.add_argument("--plans", required=True)
-    parser.add_argument("--trainer", default="nnUNetTrainerUpAttLLSTM_400epochs")
+    parser.add_argument("--trainer", default="nnUNetTrainerUpAttLLSTM_400epochs_16it_2valit",
+                        help="quick_hard_400's clot trainer (workdirs trained before the iterations were in the names: "
+                             "nnUNetTrainerUpAttLLSTM_400epochs)")
     parser.add_argument("--dataset", default="Dataset531_ClotTrainAB")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--checkpoints", nargs="+", default=["checkpoint_best.pth", "checkpoint_final.pth"])
