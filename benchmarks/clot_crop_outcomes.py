@@ -11,7 +11,6 @@ loses them by false positives or by missing the clot says where. The checkpoints
 training folder gets no log of ours. Prints one line per (checkpoint, split) and writes them to --out (JSON).
 """
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -77,7 +76,7 @@ def main() -> None:
                       nnUNet_results=scratch, nnUNet_n_proc_DA="0", nnUNet_compile="false")
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
-    from nnunet_ext.data.staging import write_files_together
+    from nnunet_ext.data.splits import write_json_files
     from nnunet_ext.paths import trainer_dir
     from nnunet_ext.provenance import provenance
     preprocessed = os.path.join(os.environ["nnUNet_preprocessed"], args.dataset)
@@ -106,7 +105,7 @@ def main() -> None:
                                                    "pooled_dice": round(pooled_dice(counts), 4), "line": line}
     shutil.rmtree(scratch)
     if args.out:
-        write_files_together({args.out: json.dumps(report, indent=2)})
+        write_json_files({args.out: report})
 
 
 if __name__ == "__main__":

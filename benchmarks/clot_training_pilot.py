@@ -17,7 +17,7 @@ import shutil
 import sys
 from typing import Dict, List
 
-from nnunet_ext.data.staging import write_files_together
+from nnunet_ext.data.splits import write_json_files
 from nnunet_ext.experiments.clot.harness import ClotHarness
 from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES
 from nnunet_ext.experiments.clot.rows import Network
@@ -76,9 +76,9 @@ def main(argv=None) -> int:
         results[model] = {"trainer": network.trainer(profile), "plans": network.plans, **summary(epochs),
                           "per_epoch": epochs}
         print(model, json.dumps({k: v for k, v in results[model].items() if k != "per_epoch"}), flush=True)
-    write_files_together({os.path.join(args.out, "pilot.json"): json.dumps(
-        {"command": " ".join(["python", *sys.argv]), "profile": args.profile, "split": "validation", **provenance(),
-         "results": results}, indent=2)})
+    write_json_files({os.path.join(args.out, "pilot.json"): {
+        "command": " ".join(["python", *sys.argv]), "profile": args.profile, "split": "validation", **provenance(),
+        "results": results}})
     return 0
 
 

@@ -24,7 +24,6 @@ def record_failed_job(workdir: str, task_name: str, error: str, log: Optional[st
     """Remember that the task failed (until a later run of it succeeds), so that a `--report-only`, in another
     process and perhaps days later, can say which work failed and where its log is; a SLURM array's failures
     reach no waiting process otherwise."""
-    os.makedirs(os.path.join(workdir, FAILED_JOBS_FOLDER), exist_ok=True)
     record = {"task": task_name, "error": error.strip().splitlines()[0] if error.strip() else "", "log": log,
               "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_files_together({_failed_job_path(workdir, task_name): json.dumps(record, indent=2)})

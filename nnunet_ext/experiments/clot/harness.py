@@ -283,6 +283,7 @@ class ClotHarness:
         which runs have results but no such log (a results folder moved or renamed since: named, not skipped)."""
         courses, unread = {}, []
         for network in row_networks(rows, self.profile):
+            its_rows = [row for row in rows if network in row_networks([row], self.profile)]
             runs = []
             for run in range(1, self.profile.runs + 1):
                 folder = self.models.fold_folder(network, run)
@@ -290,8 +291,7 @@ class ClotHarness:
                           if self.workspace.is_trained(self.models.model(network, run)) else None)
                 if course is not None:
                     runs.append((run, course))
-                elif any(os.path.isfile(self.result_path(row, run)) for row in rows if network in
-                         row_networks([row], self.profile)):
+                elif any(os.path.isfile(self.result_path(row, run)) for row in its_rows):
                     unread.append(f"{network.key} run {run} ({folder})")
             courses[network.key] = runs
         return [validation_note(courses, unread)] if any(courses.values()) or unread else []

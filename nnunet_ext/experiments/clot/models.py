@@ -20,7 +20,7 @@ from dataclasses import asdict
 from typing import Callable, List, Optional
 
 from nnunet_ext.data.clot_cohort import ClotCohortSpec, write_clot_cohort
-from nnunet_ext.data.staging import write_files_together
+from nnunet_ext.data.splits import write_json_files, write_splits
 from nnunet_ext.experiments.clot.datasets import derive_lesion_dataset, run_fold, validation_split
 from nnunet_ext.experiments.clot.profiles import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, LESION_ID,
                                                   NNUNET, PREDICTION_CHECKPOINT, SOURCE_ID, UNSEEN_CENTER,
@@ -58,7 +58,7 @@ class ClotModels:
                 raise ValueError(f"{self.workdir} holds the clot runs of profile {stored.get('name')!r} with other "
                                  f"settings; use another --workdir for profile {self.profile.name!r}")
             return
-        write_files_together({path: json.dumps(asdict(self.profile), indent=2)})
+        write_json_files({path: asdict(self.profile)})
 
     # ---- datasets ------------------------------------------------------------------------------------------
     def source_dataset(self) -> str:
@@ -108,7 +108,7 @@ class ClotModels:
             cases = [f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")) if f.endswith(".nii.gz")]
             self.workspace.note(f"write {splits} ({self.profile.runs} identical folds, one per run, one validation "
                                 "case)")
-            write_files_together({splits: json.dumps(validation_split(cases, self.profile.runs), indent=2)})
+            write_splits(validation_split(cases, self.profile.runs), splits)
         return raw
 
     def ensure_plans(self, network: Network) -> None:
