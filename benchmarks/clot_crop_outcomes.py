@@ -7,7 +7,13 @@ Builds the trainer of a finished training (its plans, dataset and fold in the ha
 its own loaders (the clot sampling of training and validation, seeded) and counts, per checkpoint, the true
 positive, false positive and false negative voxels on crops holding a clot and on clot-free crops, and the
 pooled Dice. A training that fits its training crops and loses its validation crops is over-fitting; whether it
-loses them by false positives or by missing the clot says where. The checkpoints are read from a copy, so the
+loses them by false positives or by missing the clot says where. `--added-noise K ...` repeats the training crops
+with fresh Gaussian noise of K times each channel's own noise level added (estimated from the crops, below): a
+network that learned the training cases' noise realisations by heart loses its training crops under fresh noise
+of the images' own level, one that learned the clots' appearance loses a little, as from any SNR drop.
+`--zoom F ...` repeats both splits with the crops resampled in-plane by F (image bilinear, label alike, > 0.5; the
+crop size kept: zero padding below 1, centre crop above), so the same clot appears F x as wide: a network that
+learned how large the training clots are loses clots that are larger (or smaller) than those. The checkpoints are read from a copy, so the
 training folder gets no log of ours. Prints one line per (checkpoint, split) and writes them to --out (JSON).
 """
 import argparse
@@ -15,7 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -23,17 +29,49 @@ import torch
 SPLITS = (("validation", 60), ("training", 30))  # batches drawn from each loader
 
 
-def crop_outcomes(network: torch.nn.Module, loader, batches: int, seed: int) -> Dict[str, List[int]]:
-    """{"clot": [crops, tp, fp, fn], "clot_free": [...]} over `batches` batches of `loader`."""
+def channel_noise_levels(images: torch.Tensor) -> torch.Tensor:
+    """Per channel of (batch, channel, *spatial) images, the noise standard deviation estimated from differences of
+    in-plane neighbours: median |x[i+1] - x[i]| / (sqrt(2) * 0.6745), the MAD estimate of white noise's std (the
+    smooth anatomy adds little to most neighbour differences); zero where a channel is constant (an absent one)."""
+    differences = (images[..., 1:] - images[..., :-1]).transpose(0, 1).reshape(images.shape[1], -1)
+    return differences.abs().median(dim=1).values / (2 ** 0.5 * 0.6745)
+
+
+def zoom_in_plane(volumes: torch.Tensor, factor: float, mode: str = "trilinear") -> torch.Tensor:
+    """(batch, channel, slices, rows, columns) resampled in-plane by `factor` and brought back to the same size:
+    zero padding around it (factor < 1) or its centre (factor > 1); slices untouched."""
+    if factor == 1:
+        return volumes
+    rows, columns = volumes.shape[-2:]
+    new_rows, new_columns = round(rows * factor), round(columns * factor)
+    resized = torch.nn.functional.interpolate(volumes.float(), size=(volumes.shape[-3], new_rows, new_columns),
+                                              mode=mode, align_corners=False)
+    if factor < 1:
+        pad_rows, pad_columns = rows - new_rows, columns - new_columns
+        return torch.nn.functional.pad(resized, (pad_columns // 2, pad_columns - pad_columns // 2,
+                                                 pad_rows // 2, pad_rows - pad_rows // 2))
+    top, left = (new_rows - rows) // 2, (new_columns - columns) // 2
+    return resized[..., top:top + rows, left:left + columns]
+
+
+def crop_outcomes(network: torch.nn.Module, loader, batches: int, seed: int,
+                  added_noise: Optional[torch.Tensor] = None, zoom: float = 1.0) -> Dict[str, List[int]]:
+    """{"clot": [crops, tp, fp, fn], "clot_free": [...]} over `batches` batches of `loader`; `added_noise`: a
+    standard deviation per channel of Gaussian noise added to every crop before the network sees it; `zoom`: the
+    crops (image and label) resampled in-plane by this factor first."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     counts = {"clot": [0, 0, 0, 0], "clot_free": [0, 0, 0, 0]}
     for _ in range(batches):
         batch = next(loader)
+        data = zoom_in_plane(batch["data"], zoom)
+        if added_noise is not None:
+            data = data + torch.randn_like(data) * added_noise.view(1, -1, *([1] * (data.ndim - 2)))
         with torch.no_grad():
-            predicted = network(batch["data"]).argmax(1)
+            predicted = network(data).argmax(1)
         target = batch["target"]
-        target = target[:, 0] if target.ndim == predicted.ndim + 1 else target
+        target = target if target.ndim == predicted.ndim + 1 else target[:, None]
+        target = (zoom_in_plane((target == 1).float(), zoom) > 0.5)[:, 0].long()
         for p, t in zip(predicted, target):
             kind = "clot" if bool((t > 0).any()) else "clot_free"
             row = counts[kind]
@@ -61,6 +99,10 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--checkpoints", nargs="+", default=["checkpoint_best.pth", "checkpoint_final.pth"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--added-noise", type=float, nargs="*", default=[],
+                        help="also evaluate the training crops with fresh noise of K x each channel's noise level")
+    parser.add_argument("--zoom", type=float, nargs="*", default=[],
+                        help="also evaluate both splits with the crops resampled in-plane by F")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -90,12 +132,22 @@ def main() -> None:
     loaders = dict(zip(("training", "validation"), trainer.get_dataloaders()))
     report = {"fold_folder": fold_folder, "trainer": args.trainer, "plans": args.plans, "results": {},
               "provenance": provenance(seed=args.seed, command=" ".join([os.path.basename(sys.executable)] + sys.argv))}
+    np.random.seed(args.seed)
+    noise_level = channel_noise_levels(next(loaders["validation"])["data"])
+    report["channel_noise_levels"] = [round(float(v), 4) for v in noise_level]
+    print("noise level per channel (normalised units):", report["channel_noise_levels"], flush=True)
+    runs = ([(split, batches, None, 1.0) for split, batches in SPLITS]
+            + [("training", SPLITS[1][1], k, 1.0) for k in args.added_noise]
+            + [(split, batches, None, f) for f in args.zoom for split, batches in SPLITS])
     for name in args.checkpoints:
         checkpoint = torch.load(os.path.join(copy, name), map_location="cpu", weights_only=False)
         trainer.network.load_state_dict(checkpoint["network_weights"])
         trainer.network.eval()
-        for split, batches in SPLITS:
-            counts = crop_outcomes(trainer.network, loaders[split], batches, args.seed)
+        for split, batches, noise, zoom in runs:
+            counts = crop_outcomes(trainer.network, loaders[split], batches, args.seed,
+                                   None if noise is None else noise_level * noise, zoom)
+            split = split + (f", noise x{noise:g}" if noise is not None else "") + (f", zoom x{zoom:g}"
+                                                                                     if zoom != 1 else "")
             clot, free = counts["clot"], counts["clot_free"]
             line = (f"{name} (epoch {checkpoint['current_epoch']}) {split}: clot crops {clot[0]}: TP {clot[1]} "
                     f"FP {clot[2]} FN {clot[3]}; clot-free crops {free[0]}: FP {free[2]}; pooled Dice "

@@ -4,6 +4,7 @@ train and eval mode, and the attention diagnostics."""
 import numpy as np
 import pytest
 import torch
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
 
@@ -13,9 +14,10 @@ from nnunet_ext.planning.templates import available_templates, load_template
 from nnunet_ext.planning.upattllstm_plans import check_token_capacity
 from nnunet_ext.training.attention_diagnostics import attention_summary, mean_attention_entropy
 from nnunet_ext.training.clot_optimizer import clot_optimizer, parameter_groups
-from nnunet_ext.training.clot_sampling import (clot_free_slice_starts, crop_corner_range, draw_clot_free_corner,
+from nnunet_ext.training.clot_sampling import (centred_crop_offset, clot_free_slice_starts, crop_corner_range,
+                                               draw_clot_free_corner,
                                                draw_corner_holding)
-from nnunet_ext.training.upattllstm_trainer import ClotPairDataLoader
+from nnunet_ext.training.upattllstm_trainer import INPLANE_ROTATION, ClotPairDataLoader, clot_training_transforms
 
 ROLES = dict(dwi_channel=0, swan_channel=1, phase_channel=2)
 
@@ -104,6 +106,56 @@ def test_loader_clot_free_crops_avoid_the_clot_slices():
         assert upper[0] <= 8 or lower[0] >= 10  # the slice window holds neither slice 8 nor 9
     with pytest.raises(ValueError, match="slice_axis must be an axis of the 3D patch, got 3"):
         ClotPairDataLoader(dataset, 2, (6, 16, 16), (6, 16, 16), labels, slice_axis=3)
+
+
+@pytest.mark.parametrize("loaded, final, offset", [(37, 32, 2), (36, 31, 3), (36, 32, 2), (32, 32, 0)])
+def test_centred_crop_offset_is_where_the_spatial_transform_crops(loaded, final, offset):
+    # (36, 31): floor(36 / 2) - floor(31 / 2) = 3, not (36 - 31) // 2 = 2
+    assert centred_crop_offset([4, loaded, loaded], [4, final, final]) == [0, offset, offset]
+    image = torch.arange(loaded, dtype=torch.float32).view(1, 1, 1, loaded).expand(1, 4, loaded, loaded).clone()
+    cropped = SpatialTransform([4, final, final], patch_center_dist_from_border=0, random_crop=False,
+                               p_elastic_deform=0, p_rotation=0, p_scaling=0)(image=image)["image"]
+    assert cropped[0, 0, 0, 0].item() == offset  # the first column kept is column `offset`
+    with pytest.raises(ValueError, match=r"the final patch \[4, 40\] is larger than the loaded patch \[4, 37\]"):
+        centred_crop_offset([4, 37], [4, 40])
+
+
+def test_with_a_larger_loaded_patch_the_clot_lies_anywhere_in_the_centred_final_patch():
+    np.random.seed(0)
+    labels = LabelManager({"background": 0, "clot": 1}, regions_class_order=None)
+    # loaded 24 x 24 in-plane for a final 16 x 16 (offset 4): the clot must land in the final patch, anywhere
+    loader = ClotPairDataLoader(_Case(), 2, (6, 24, 24), (6, 16, 16), labels, oversample_foreground_percent=0.5)
+    positions = []
+    for _ in range(200):
+        target = np.asarray(loader.generate_train_batch()["target"])[:, 0, :, 4:20, 4:20]
+        assert not (target[0] == 1).any()
+        clot = np.argwhere(target[1] == 1)
+        assert len(clot) > 0
+        positions.append(clot.min(axis=0))
+    positions = np.array(positions)
+    # final corners may now reach the image border (nnU-Net pads the loaded patch by half the difference):
+    # rows 30-31 of 40 sit at rows 6..15 of the final patch, columns 10-11 at columns 0..10, as without padding
+    assert set(positions[:, 1].tolist()) == set(range(6, 16))
+    assert set(positions[:, 2].tolist()) == set(range(0, 11))
+
+
+def test_the_inplane_spatial_augmentation_rotates_and_scales_within_each_slice_only():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    # slice k holds 100 k + (20 to 60, varying in-plane): a resampling across slices would mix the hundreds. The
+    # loaded 64 x 64 holds any rotation of the final 32 x 32 scaled by up to 1.4 (32 * 1.4 * sqrt(2) = 63.4), so no
+    # value is blended with the zero padding
+    rows = torch.linspace(20, 60, 64).view(1, 64, 1)
+    image = torch.stack([100 * k + rows.expand(1, 64, 64) for k in range(1, 5)], dim=1).view(1, 4, 64, 64)
+    transform = clot_training_transforms(None, probability=0, patch_size=[4, 32, 32],
+                                         rotation_for_DA=INPLANE_ROTATION)
+    changed = 0
+    for _ in range(40):
+        out = transform(image=image.clone(), segmentation=torch.zeros(1, 4, 64, 64))["image"]
+        assert out.shape == (1, 4, 32, 32)
+        assert [set((out[0, k] // 100).unique().tolist()) for k in range(4)] == [{1.0}, {2.0}, {3.0}, {4.0}]
+        changed += not torch.equal(out, image[:, :, 16:48, 16:48])
+    assert 8 <= changed <= 25  # rotation or scaling, each with probability 0.2: 1 - 0.8 ** 2 = 36 % of 40 = 14.4
 
 
 # ---------------------------------------------------------------------------------------------- optimizer

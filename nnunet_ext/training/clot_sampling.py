@@ -8,6 +8,8 @@ So here, as in the paper (a fixed in-plane crop; clot or no clot decided along t
     corners whose crop holds that voxel (within nnU-Net's allowed range), so the clot lies anywhere in the crop;
   * a crop without a clot: its slice window is drawn among the windows that hold no clot slice, its in-plane
     position uniformly; where every window meets a clot slice, crops are redrawn until they hold no clot voxel.
+With nnU-Net's spatial augmentation (rotation, scaling), the loader crops a larger patch and the augmentation
+resamples the final patch around its centre: then the clot voxel is placed uniformly in that centred final patch.
 Parameters are drawn here (pure functions of a numpy Generator); the loader applies them.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -41,6 +43,24 @@ def draw_corner_holding(voxel: Sequence[int], patch_size: Sequence[int], bounds:
         else:
             corner.append(int(rng.integers(first, last + 1)))
     return corner
+
+
+def centred_crop_offset(patch_size: Sequence[int], final_patch_size: Sequence[int]) -> List[int]:
+    """Where the final patch starts inside the loaded patch, per axis, when batchgeneratorsv2's SpatialTransform
+    crops it around the centre (random_crop=False): floor(loaded / 2) - floor(final / 2), which is not
+    (loaded - final) // 2 when the loaded size is even and the final size odd."""
+    if any(int(f) > int(p) for p, f in zip(patch_size, final_patch_size)):
+        raise ValueError(f"the final patch {list(final_patch_size)} is larger than the loaded patch {list(patch_size)}")
+    return [int(p) // 2 - int(f) // 2 for p, f in zip(patch_size, final_patch_size)]
+
+
+def draw_corner_holding_centred(voxel: Sequence[int], patch_size: Sequence[int], final_patch_size: Sequence[int],
+                                bounds: Bounds, rng: np.random.Generator) -> List[int]:
+    """The loaded patch's corner (allowed: `bounds`) such that the final patch cropped around its centre holds
+    `voxel`, drawn uniformly among those corners (draw_corner_holding on the final patch, shifted)."""
+    offset = centred_crop_offset(patch_size, final_patch_size)
+    final_bounds = ([low + o for low, o in zip(bounds[0], offset)], [high + o for high, o in zip(bounds[1], offset)])
+    return [c - o for c, o in zip(draw_corner_holding(voxel, final_patch_size, final_bounds, rng), offset)]
 
 
 def clot_free_slice_starts(clot_slices: Sequence[int], slice_window: int, low: int, high: int) -> np.ndarray:

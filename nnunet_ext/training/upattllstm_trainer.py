@@ -16,7 +16,7 @@ What differs from nnUNetTrainer, and why:
 The network itself comes from the plans (`nnunet_ext_plan_upattllstm`), so one trainer serves all ablations.
 """
 import os
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from batchgeneratorsv2.helpers.scalar_type import RandomScalar
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
 from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
@@ -31,6 +33,7 @@ from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
 from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
@@ -38,11 +41,18 @@ from nnunet_ext.dropout.config import DATASET_JSON_KEY
 from nnunet_ext.training.attention_diagnostics import attention_summary
 from nnunet_ext.training.clot_optimizer import ClotOptimizerSettings, clot_optimizer
 from nnunet_ext.training.clot_sampling import (bbox_holds_foreground, crop_corner_range, draw_clot_free_corner,
-                                               draw_corner_holding, foreground_voxels)
+                                               draw_corner_holding_centred, foreground_voxels)
 from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 
 AUGMENTATION_PROBABILITY = 0.4  # paper: flips and Gaussian noise "each chosen with 40 % probability"
+# nnU-Net's spatial augmentation (nnUNetTrainer.get_training_transforms / configure_rotation_dummyDA_...): its
+# probabilities, scale range and in-plane rotation for anisotropic patches; the initial patch is sized for them
+# with nnU-Net's get_patch_size and scale range
+SPATIAL_PROBABILITY = 0.2
+SCALING_RANGE = (0.7, 1.4)
+INPLANE_ROTATION = (-np.pi, np.pi)
+INITIAL_PATCH_SCALING = (0.85, 1.25)
 CLOT_FREE_ATTEMPTS = 20
 # configuration key of the patch the clot trainers crop; `patch_size` is what nnU-Net's predictor tiles with
 # (more slices: the recurrence runs over a whole stack at inference). Absent in older plans: patch_size.
@@ -99,7 +109,8 @@ class ClotPairDataLoader(nnUNetDataLoader):
         foreground = foreground_voxels(class_locations, self.annotated_classes_key)
         if force_fg and len(foreground):
             voxel = foreground[self.rng.integers(0, len(foreground))][1:]
-            lower = draw_corner_holding(voxel, self.patch_size, bounds, self.rng)
+            # the voxel must lie in the final patch that the spatial augmentation crops around the centre
+            lower = draw_corner_holding_centred(voxel, self.patch_size, self.final_patch_size, bounds, self.rng)
             return lower, [a + int(p) for a, p in zip(lower, self.patch_size)]
         if force_fg:  # a case without any clot: nnU-Net's fallback, a random crop
             return super().get_bbox(data_shape, False, class_locations, overwrite_class, verbose)
@@ -130,13 +141,33 @@ class AxisFlipTransform(MirrorTransform):
         return {"axes": [axis for axis in self.allowed_axes if torch.rand(1).item() < self.probability]}
 
 
+def inplane_spatial_transforms(patch_size: Sequence[int], rotation_for_DA: RandomScalar) -> List[BasicTransform]:
+    """nnU-Net's spatial augmentation of an anisotropic patch ("dummy 2D", nnUNetTrainer.get_training_transforms):
+    each slice rotated by the same angle and scaled by the same factor in its plane (probability 0.2 each, scale
+    0.7-1.4, no elastic deformation), and the final `patch_size` cropped around the centre. Never across slices:
+    the clot networks' recurrence runs along them, and a slice is several pixels thick."""
+    return [Convert3DTo2DTransform(),
+            SpatialTransform(list(patch_size[1:]), patch_center_dist_from_border=0, random_crop=False,
+                             p_elastic_deform=0, p_rotation=SPATIAL_PROBABILITY, rotation=rotation_for_DA,
+                             p_scaling=SPATIAL_PROBABILITY, scaling=SCALING_RANGE, p_synchronize_scaling_across_axes=1,
+                             bg_style_seg_sampling=False, border_mode_seg='constant', padding_value_seg=-1),
+            Convert2DTo3DTransform()]
+
+
 def clot_training_transforms(mirror_axes: Optional[Tuple[int, ...]], use_mask_for_norm: Optional[List[bool]] = None,
                              regions=None, ignore_label=None,
-                             probability: float = AUGMENTATION_PROBABILITY) -> BasicTransform:
-    """The paper's augmentation: flips (per axis) and Gaussian noise, each with `probability`; then nnU-Net's
-    own bookkeeping (zero outside the normalisation mask again, as its pipeline does, so that noise does not
-    reach the background; label -1 outside the image becomes background)."""
+                             probability: float = AUGMENTATION_PROBABILITY,
+                             patch_size: Optional[Sequence[int]] = None,
+                             rotation_for_DA: Optional[RandomScalar] = None) -> BasicTransform:
+    """The paper's augmentation: flips (per axis) and Gaussian noise, each with `probability`, after nnU-Net's
+    in-plane rotation and scaling where `rotation_for_DA` is given (cropping the final `patch_size`); then
+    nnU-Net's own bookkeeping (zero outside the normalisation mask again, as its pipeline does, so that noise does
+    not reach the background; label -1 outside the image becomes background)."""
     transforms: List[BasicTransform] = []
+    if rotation_for_DA is not None:
+        if patch_size is None:
+            raise ValueError("the spatial augmentation needs the final patch size")
+        transforms.extend(inplane_spatial_transforms(patch_size, rotation_for_DA))
     if mirror_axes:
         transforms.append(AxisFlipTransform(tuple(mirror_axes), probability))
     transforms.append(RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1), p_per_channel=1,
@@ -157,6 +188,8 @@ class UpAttLLSTMTraining:
     in the bases, before an nnUNetTrainer subclass."""
 
     clot_oversample = 0.5
+    # nnU-Net's in-plane rotation and scaling before the paper's flips and noise (nnUNetTrainerUpAttLLSTMSpatialDA)
+    spatial_augmentation = False
 
     optimizer_settings = ClotOptimizerSettings()
 
@@ -183,7 +216,12 @@ class UpAttLLSTMTraining:
                                   "training_patch_size": self.training_patch_size},
                 "optimizer": self.optimizer_settings.as_dict(),
                 "augmentation": {"flip_probability_per_axis": AUGMENTATION_PROBABILITY,
-                                 "gaussian_noise_probability": AUGMENTATION_PROBABILITY}}
+                                 "gaussian_noise_probability": AUGMENTATION_PROBABILITY,
+                                 "inplane_spatial": ({"rotation_probability": SPATIAL_PROBABILITY,
+                                                      "rotation_radians": list(INPLANE_ROTATION),
+                                                      "scaling_probability": SPATIAL_PROBABILITY,
+                                                      "scaling": list(SCALING_RANGE)}
+                                                     if self.spatial_augmentation else None)}}
 
     @property
     def training_patch_size(self) -> List[int]:
@@ -200,11 +238,19 @@ class UpAttLLSTMTraining:
         return int(self.configuration_manager.configuration.get(CROPS_PER_IMAGE_KEY, 1))
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        # no rotation or scaling: the loader crops the final patch directly
         patch_size = self.training_patch_size
         mirror_axes = tuple(range(len(patch_size)))
         self.inference_allowed_mirroring_axes = mirror_axes
-        return None, False, list(patch_size), mirror_axes
+        if not self.spatial_augmentation:  # the paper's: no rotation or scaling, the loader crops the final patch
+            return None, False, list(patch_size), mirror_axes
+        if self.slice_axis != 0:
+            raise ValueError(f"{self.__class__.__name__}: the in-plane spatial augmentation needs the slices on the "
+                             f"patch's first axis, got slice_axis {self.slice_axis}")
+        # nnU-Net's loaded patch for an in-plane rotation: large enough that the rotated, scaled final patch
+        # stays inside it; slices as they are
+        initial_patch_size = [int(patch_size[0])] + [int(v) for v in get_patch_size(
+            patch_size, INPLANE_ROTATION, INPLANE_ROTATION, INPLANE_ROTATION, INITIAL_PATCH_SCALING)[1:]]
+        return INPLANE_ROTATION, True, initial_patch_size, mirror_axes
 
     @staticmethod
     def get_training_transforms(patch_size: Union[np.ndarray, Tuple[int]], rotation_for_DA: RandomScalar,
@@ -214,18 +260,23 @@ class UpAttLLSTMTraining:
                                 ignore_label: int = None) -> BasicTransform:
         if is_cascaded or deep_supervision_scales is not None:
             raise ValueError("the clot trainers support neither cascades nor deep supervision")
-        return clot_training_transforms(mirror_axes, use_mask_for_norm, regions, ignore_label)
+        if rotation_for_DA is not None and not do_dummy_2d_data_aug:
+            raise ValueError("the clot trainers rotate in the slice plane only (do_dummy_2d_data_aug)")
+        return clot_training_transforms(mirror_axes, use_mask_for_norm, regions, ignore_label,
+                                        patch_size=patch_size, rotation_for_DA=rotation_for_DA)
 
     def get_dataloaders(self):
         # nnUNetTrainer.get_dataloaders has no hook for the loader class, so this is its body with
         # ClotPairDataLoader for training (no deep supervision, no cascade, no rotation: see above), and the
         # training patch for both loaders
         patch_size = self.training_patch_size
-        _, _, initial_patch_size, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         labels = self.label_manager
         regions = labels.foreground_regions if labels.has_regions else None
         train_transforms = self.get_training_transforms(
-            patch_size, None, None, mirror_axes, False, use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+            patch_size, rotation, None, mirror_axes, dummy_2d,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
             is_cascaded=self.is_cascaded, foreground_labels=labels.foreground_labels, regions=regions,
             ignore_label=labels.ignore_label)
         validation_transforms = self.get_validation_transforms(None, is_cascaded=self.is_cascaded,
@@ -293,3 +344,15 @@ class nnUNetTrainerUpAttLLSTMGradualDrop(UpAttLLSTMTraining, nnUNetTrainerModali
         if DATASET_JSON_KEY not in dataset_json:
             dataset_json = {**dataset_json, DATASET_JSON_KEY: list(DEFAULT_DROPPABLE)}
         super().__init__(plans, configuration, fold, dataset_json, device)
+
+
+class nnUNetTrainerUpAttLLSTMSpatialDA(nnUNetTrainerUpAttLLSTM):
+    """nnUNetTrainerUpAttLLSTM with nnU-Net's in-plane rotation and scaling before the paper's flips and noise."""
+
+    spatial_augmentation = True
+
+
+class nnUNetTrainerUpAttLLSTMSpatialDAGradualDrop(nnUNetTrainerUpAttLLSTMGradualDrop):
+    """nnUNetTrainerUpAttLLSTMGradualDrop with nnU-Net's in-plane rotation and scaling."""
+
+    spatial_augmentation = True

@@ -8,7 +8,8 @@ folders, so every setting of a variant is spelled in its name:
 Family: GradualDrop (schedule 'paper'), GradualDropCode2025 ('code2025'), GradualDropExp ('exp'),
 MultiUnet (schedule 'none', i.e. plain dropout with factor 0), ModDropPlus / ModDropPlusPlus (dynamic
 first convolution, without / with co-training), NoDropout (our budget knobs, no drop), and the clot network
-trainers UpAttLLSTM / UpAttLLSTMGradualDrop (PHASE droppable by default).
+trainers UpAttLLSTM / UpAttLLSTMGradualDrop (PHASE droppable by default), and the same with nnU-Net's in-plane
+rotation and scaling added to the paper's flips and noise, UpAttLLSTMSpatialDA / UpAttLLSTMSpatialDAGradualDrop.
 _pXY is the drop probability X.Y (the paper's "1-p"): _p02 = 0.2, _p05 = 0.5, _p08 = 0.8, _p10 = 1.0;
 default 0.5. _Nepochs sets num_epochs (default 1000; the paper fine-tunes with 400). _Kit sets the training
 iterations per epoch (default nnU-Net's 250) and _Vvalit the validation iterations per epoch (default 50): a
@@ -26,7 +27,9 @@ from typing import Dict, Optional, Tuple, Type
 from nnunet_ext.training.ext_trainer import nnUNetTrainerExt
 from nnunet_ext.training.modality_dropout_trainer import nnUNetTrainerModalityDropout
 from nnunet_ext.training.moddrop_trainer import nnUNetTrainerModDropPlus, nnUNetTrainerModDropPlusPlus
-from nnunet_ext.training.upattllstm_trainer import nnUNetTrainerUpAttLLSTM, nnUNetTrainerUpAttLLSTMGradualDrop
+from nnunet_ext.training.upattllstm_trainer import (nnUNetTrainerUpAttLLSTM, nnUNetTrainerUpAttLLSTMGradualDrop,
+                                                    nnUNetTrainerUpAttLLSTMSpatialDA,
+                                                    nnUNetTrainerUpAttLLSTMSpatialDAGradualDrop)
 
 # family -> (base class, dropout schedule); None: no modality dropout
 FAMILIES: Dict[str, Tuple[Type[nnUNetTrainerExt], Optional[str]]] = {
@@ -39,6 +42,8 @@ FAMILIES: Dict[str, Tuple[Type[nnUNetTrainerExt], Optional[str]]] = {
     "NoDropout": (nnUNetTrainerExt, None),
     "UpAttLLSTM": (nnUNetTrainerUpAttLLSTM, None),
     "UpAttLLSTMGradualDrop": (nnUNetTrainerUpAttLLSTMGradualDrop, "paper"),
+    "UpAttLLSTMSpatialDA": (nnUNetTrainerUpAttLLSTMSpatialDA, None),
+    "UpAttLLSTMSpatialDAGradualDrop": (nnUNetTrainerUpAttLLSTMSpatialDAGradualDrop, "paper"),
 }
 _NAME = re.compile(r"^nnUNetTrainer(?P<family>[A-Za-z0-9]+?)(?:_p(?P<prob>\d{2}))?(?:_(?P<epochs>\d+)epochs)?"
                    r"(?:_(?P<iterations>\d+)it)?(?:_(?P<val_iterations>\d+)valit)?"
