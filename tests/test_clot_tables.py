@@ -100,6 +100,13 @@ def test_every_trainer_of_every_profile_is_listed_for_nnunet():
     assert Network.of_model(GRADUAL, 8).plans == "nnUNetPlans_UpAttLLSTM_s8"
     assert Network.of_model(GRADUAL, 8).trainer(QUICK) == "nnUNetTrainerUpAttLLSTMGradualDrop_100epochs_16it_2valit"
     assert Network(NNUNET).trainer(QUICK) == "nnUNetTrainerNoDropout_100epochs_16it_2valit"
+    inplane = ClotProfile(**{**QUICK.__dict__, "clot_augmentation": "inplane"})
+    assert Network("AttLLSTM", 8).trainer(inplane) == "nnUNetTrainerUpAttLLSTMSpatialDA_100epochs_16it_2valit"
+    assert Network.of_model(GRADUAL, 8).trainer(inplane) == \
+        "nnUNetTrainerUpAttLLSTMSpatialDAGradualDrop_100epochs_16it_2valit"
+    assert Network(NNUNET).trainer(inplane) == "nnUNetTrainerNoDropout_100epochs_16it_2valit"  # nnU-Net's own DA
+    with pytest.raises(ValueError, match="clot_augmentation must be one of paper, inplane, got 'rotate'"):
+        ClotProfile(**{**QUICK.__dict__, "clot_augmentation": "rotate"})
 
 
 def test_paper_numbers_are_rates():

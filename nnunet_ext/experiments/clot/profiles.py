@@ -28,6 +28,9 @@ NNUNET = "nnU-Net"
 GRADUAL = "UpAttLLSTMGradualDrop"
 TABLE_MODELS: Dict[int, Tuple[str, ...]] = {5: ("AttLLSTM",), 6: (NNUNET,) + RECURRENT_MODELS,
                                             7: ("UpAttLLSTM", GRADUAL)}
+# clot_augmentation -> the clot trainers' families (without, with gradual dropout of PHASE)
+CLOT_AUGMENTATIONS: Dict[str, Tuple[str, str]] = {"paper": ("UpAttLLSTM", "UpAttLLSTMGradualDrop"),
+                                                  "inplane": ("UpAttLLSTMSpatialDA", "UpAttLLSTMSpatialDAGradualDrop")}
 # post-processing columns of the paper -> step of nnunet_ext.postprocessing.clot
 STEPS = {"Lesion": "lesion_distance", "Thr": "threshold", "Big": "largest"}
 THRESHOLD = 0.3           # Table 4: th
@@ -63,6 +66,9 @@ class ClotProfile:
     seed: int = 0
     preset: str = "easy"              # clot cohort preset (nnunet_ext.data.clot_presets.CLOT_PRESETS)
     runs: int = 1                     # runs per row: run k trains fold k-1 with seed `seed` + k-1
+    # augmentation of the clot networks: 'paper' (flips and noise) or 'inplane' (nnU-Net's in-plane rotation and
+    # scaling before them: the UpAttLLSTMSpatialDA trainers); the 3D nnU-Net rows keep nnU-Net's own
+    clot_augmentation: str = "paper"
 
     def __post_init__(self):
         if self.preset not in CLOT_PRESETS:
@@ -73,6 +79,9 @@ class ClotProfile:
             raise ValueError(f"lesion_source must be 'model' or 'reference', got {self.lesion_source!r}")
         if self.gradual_init not in ("pretrained", "scratch"):
             raise ValueError(f"gradual_init must be 'pretrained' or 'scratch', got {self.gradual_init!r}")
+        if self.clot_augmentation not in CLOT_AUGMENTATIONS:
+            raise ValueError(f"clot_augmentation must be one of {', '.join(CLOT_AUGMENTATIONS)}, got "
+                             f"{self.clot_augmentation!r}")
         if [paper for _, paper in self.slices].count(12) != 1:
             raise ValueError(f"exactly one slice count must stand for the paper's 12, got {self.slices}")
 
@@ -103,6 +112,10 @@ class ClotProfile:
     def trainer(self, family: str) -> str:
         """The trainer of `family` with this profile's budget (epochs, iterations per epoch) in its name."""
         return variant_name(family, None, self.epochs, self.iterations_per_epoch, self.val_iterations_per_epoch)
+
+    def clot_trainer(self, gradual_dropout: bool) -> str:
+        """The trainer of a clot network with this profile's augmentation and budget."""
+        return self.trainer(CLOT_AUGMENTATIONS[self.clot_augmentation][gradual_dropout])
 
 
 CLOT_PROFILES: Dict[str, ClotProfile] = {

@@ -56,9 +56,9 @@ class Network:
         return f"nnUNetPlans_{self.architecture}_s{self.slices}"
 
     def trainer(self, profile: ClotProfile) -> str:
-        family = "NoDropout" if self.architecture == NNUNET else (
-            "UpAttLLSTMGradualDrop" if self.gradual_dropout else "UpAttLLSTM")
-        return profile.trainer(family)
+        if self.architecture == NNUNET:
+            return profile.trainer("NoDropout")
+        return profile.clot_trainer(self.gradual_dropout)
 
     def pretrained_from(self, profile: ClotProfile) -> Optional["Network"]:
         """The network whose final weights this one starts from (the paper's fine-tune), if any."""
