@@ -1,9 +1,11 @@
 """Shared fixture: a tiny synthetic cohort, planned and preprocessed by the stock nnU-Net, with CPU plans."""
 import glob
+import importlib
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +17,22 @@ from nnunet_ext.experiments.workspace import TrainedModel, Workspace
 DATASET_ID = "501"
 CPU_PLANS = "nnUNetPlans_CPU"
 TRAINER = "nnUNetTrainerGradualDrop_p05_8epochs_3it_1valit"  # a small CPU budget, in the name
+BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+
+
+def load_benchmark_module(name: str):
+    """A module of benchmarks/ (a folder of scripts, not a package: a script's own folder is on its sys.path)."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """load_benchmark_module, for tests of the benchmarks' functions."""
+    return load_benchmark_module
 
 
 class NnunetWorkspace:

@@ -1,8 +1,6 @@
 """benchmarks/gpu_check.py in CI: its pure pieces, and its training parts in their CPU form on the tiny cohort."""
-import importlib
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,31 +9,19 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-BENCHMARKS = os.path.join(HERE, "..", "benchmarks")
-
-
-def _benchmark_module(name: str):
-    """A module of benchmarks/ (a folder of scripts, not a package: a script's own folder is on its sys.path)."""
-    sys.path.insert(0, BENCHMARKS)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(BENCHMARKS)
+@pytest.fixture(scope="module")
+def gpu_check(benchmark_module):
+    return benchmark_module("gpu_check")
 
 
 @pytest.fixture(scope="module")
-def gpu_check():
-    return _benchmark_module("gpu_check")
+def gpu_measurements(benchmark_module):
+    return benchmark_module("gpu_measurements")
 
 
 @pytest.fixture(scope="module")
-def gpu_measurements():
-    return _benchmark_module("gpu_measurements")
-
-
-@pytest.fixture(scope="module")
-def gpu_report():
-    return _benchmark_module("gpu_report")
+def gpu_report(benchmark_module):
+    return benchmark_module("gpu_report")
 
 
 def test_recompiles_are_counted_from_the_recompiles_log(gpu_measurements):
