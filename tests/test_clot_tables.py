@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import re
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from nnunet_ext.evaluation.evaluate import summarize
 from nnunet_ext.evaluation.lesion_metrics import SCALAR_METRICS
 from nnunet_ext.experiments.clot.datasets import derive_lesion_dataset, run_fold, validation_split
 from nnunet_ext.experiments.clot.harness import ClotHarness
-from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES, GRADUAL, NNUNET, ClotProfile
+from nnunet_ext.experiments.clot.profiles import CLOT_PROFILES, GRADUAL, NNUNET, ClotProfile, same_profile
 from nnunet_ext.experiments.clot.paper_numbers import PAPER_TABLE5, PAPER_TABLE6, PAPER_TABLE7, PaperRow
 from nnunet_ext.experiments.clot.rows import Network, check_models, row_networks, table_comparisons, table_rows
 from nnunet_ext.experiments.clot.aggregate import (aggregate_runs, judge, missing_text, read_reference_results,
@@ -107,6 +108,15 @@ def test_every_trainer_of_every_profile_is_listed_for_nnunet():
     assert Network(NNUNET).trainer(inplane) == "nnUNetTrainerNoDropout_100epochs_16it_2valit"  # nnU-Net's own DA
     with pytest.raises(ValueError, match="clot_augmentation must be one of paper, inplane, got 'rotate'"):
         ClotProfile(**{**QUICK.__dict__, "clot_augmentation": "rotate"})
+
+
+def test_a_workdir_profile_stored_before_a_field_existed_is_the_same_profile_with_its_default():
+    stored = json.loads(json.dumps(asdict(QUICK)))
+    del stored["clot_augmentation"]  # written before the field existed: what 'paper' does now
+    assert same_profile(stored, QUICK)
+    assert not same_profile(stored, ClotProfile(**{**QUICK.__dict__, "clot_augmentation": "inplane"}))
+    assert not same_profile({**stored, "epochs": 400}, QUICK)
+    assert not same_profile({**stored, "unknown": 1}, QUICK)
 
 
 def test_paper_numbers_are_rates():

@@ -24,7 +24,7 @@ from nnunet_ext.data.splits import write_json_files, write_splits
 from nnunet_ext.experiments.clot.datasets import derive_lesion_dataset, run_fold, validation_split
 from nnunet_ext.experiments.clot.profiles import (CHANNELS, CLOT_ID, DATASET_NAMES, DROPPABLE, LESION_ID,
                                                   NNUNET, PREDICTION_CHECKPOINT, SOURCE_ID, UNSEEN_CENTER,
-                                                  ClotProfile)
+                                                  ClotProfile, same_profile)
 from nnunet_ext.experiments.clot.rows import Network
 from nnunet_ext.experiments.clot.test_data import DWI_SWAPPED, ClotTestData
 from nnunet_ext.experiments.datasets import derive_dataset
@@ -54,7 +54,7 @@ class ClotModels:
         if os.path.isfile(path):
             with open(path) as f:
                 stored = json.load(f)
-            if stored != json.loads(json.dumps(asdict(self.profile))):
+            if not same_profile(stored, self.profile):
                 raise ValueError(f"{self.workdir} holds the clot runs of profile {stored.get('name')!r} with other "
                                  f"settings; use another --workdir for profile {self.profile.name!r}")
             return

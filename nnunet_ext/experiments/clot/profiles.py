@@ -6,8 +6,9 @@ cases; FOCH (no PHASE, often SWI instead of SWAN) is test-only. On the synthetic
 trained on and tested, center C (SWI in the SWAN slot, a black PHASE) is only tested. Every row is
 `profile.runs` runs (run k: fold k-1, seed profile.seed + k-1) reported as mean ± std across runs.
 """
-from dataclasses import dataclass
-from typing import Dict, Tuple
+import json
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Dict, Mapping, Tuple
 
 import numpy as np
 
@@ -116,6 +117,15 @@ class ClotProfile:
     def clot_trainer(self, gradual_dropout: bool) -> str:
         """The trainer of a clot network with this profile's augmentation and budget."""
         return self.trainer(CLOT_AUGMENTATIONS[self.clot_augmentation][gradual_dropout])
+
+
+def same_profile(stored: Mapping, profile: ClotProfile) -> bool:
+    """Whether a workdir's stored profile (JSON) is `profile`. A field the stored one lacks was added to ClotProfile
+    after that workdir was made; it counts as its default, which keeps what the profiles did before the field
+    existed (e.g. clot_augmentation 'paper')."""
+    defaults = {f.name: f.default for f in fields(ClotProfile) if f.default is not MISSING}
+    completed = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+    return completed == json.loads(json.dumps(asdict(profile)))
 
 
 CLOT_PROFILES: Dict[str, ClotProfile] = {
