@@ -241,7 +241,8 @@ class UpBlock(nn.Module):
     The full-resolution susceptibility features (12 kernels) give back the detail the patch embedding lost.
     Same padding everywhere; the output has the susceptibility images' spatial size.
     `skip_dropout` > 0 drops whole skip feature maps in training (spatial dropout, not in the paper): that
-    full-resolution path is what lets the network learn its few training clots by heart.
+    full-resolution path is what lets the network tell a clot's width from a vein's, and learn its few training
+    clots' sizes (benchmarks/results/pilots/up_spatial_da).
     """
 
     def __init__(self, conv_op: Type[_ConvNd], attention_channels: int, skip_input_channels: int,

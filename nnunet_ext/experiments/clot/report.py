@@ -67,14 +67,15 @@ CLOT_TRAINING_NOTE = (
     "its centre, as nnU-Net's oversampling does), clot-free crops are slice windows without clot slices, validation "
     "crops are drawn the same way; AdamW (lr 1e-3, poly decay, weight decay 0.01 except on norms, biases, gains and "
     "embeddings); the Up block normalises with InstanceNorm and, in the CPU template, has 6 full-resolution skip "
-    "features (12 let UpAttLLSTM's validation pseudo Dice collapse: benchmarks/results/pilots/up_skip_features); "
+    "features (chosen by a validation-split pilot, benchmarks/results/pilots/up_skip_features); "
     "without the Up block the attention returns to full "
     "resolution by a learned unpatchify. Tables made before this recipe (centred crops, nnU-Net's SGD, BatchNorm, "
     "nearest upsampling, P_S = 4 with D = 8 in the CPU template, checkpoint_final): "
     "benchmarks/results/before_sampling_fix/. Every model here (nnU-Net and the lesion model included) predicts "
     f"with nnU-Net's {PREDICTION_CHECKPOINT} (the best moving average of the validation pseudo Dice), and the "
     "gradual-dropout fine-tune starts from UpAttLLSTM's (the paper: 'the best UpAttLLSTM'): chosen on the validation "
-    "split, where UpAttLLSTM over-fits after its peak.")
+    "split, where UpAttLLSTM's pseudo Dice falls after its peak: it learns to reject the one validation clot, the "
+    "widest of the 16 clots, as wide as a vein (benchmarks/results/pilots/up_spatial_da).")
 
 
 def setting_notes(table: int, profile: ClotProfile) -> List[str]:
