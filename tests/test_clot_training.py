@@ -214,7 +214,7 @@ def test_every_clot_template_holds_a_susceptibility_patch_in_a_token(name):
                                         ("upattllstm_cpu", 6 / 14)])
 def test_the_up_block_s_full_resolution_skip_path_is_the_smaller_part_of_what_it_fuses(name, share):
     """With 12 skip features against D = 8 the CPU template's fused input was 60 % full-resolution SWAN/PHASE
-    (the paper's: 27 %) and UpAttLLSTM learned its training clots by heart (pilots/up_skip_features)."""
+    (the paper's: 27 %); 6 was chosen by a validation-split pilot (pilots/up_skip_features)."""
     sizes = load_template(name)["arch_kwargs"]
     assert sizes["skip_features"] / (sizes["attention_dim"] + sizes["skip_features"]) == pytest.approx(share)
     assert share < 0.5
