@@ -17,7 +17,9 @@ from nnunet_ext.training.clot_optimizer import clot_optimizer, parameter_groups
 from nnunet_ext.training.clot_sampling import (centred_crop_offset, clot_free_slice_starts, crop_corner_range,
                                                draw_clot_free_corner,
                                                draw_corner_holding)
-from nnunet_ext.training.upattllstm_trainer import INPLANE_ROTATION, ClotPairDataLoader, clot_training_transforms
+from nnunet_ext.training.upattllstm_trainer import (INPLANE_ROTATION, ClotPairDataLoader, UpAttLLSTMTraining,
+                                                    clot_training_transforms, nnUNetTrainerUpAttLLSTM,
+                                                    nnUNetTrainerUpAttLLSTMSpatialDAGradualDrop)
 
 ROLES = dict(dwi_channel=0, swan_channel=1, phase_channel=2)
 
@@ -156,6 +158,15 @@ def test_the_inplane_spatial_augmentation_rotates_and_scales_within_each_slice_o
         assert [set((out[0, k] // 100).unique().tolist()) for k in range(4)] == [{1.0}, {2.0}, {3.0}, {4.0}]
         changed += not torch.equal(out, image[:, :, 16:48, 16:48])
     assert 8 <= changed <= 25  # rotation or scaling, each with probability 0.2: 1 - 0.8 ** 2 = 36 % of 40 = 14.4
+
+
+def test_the_settings_file_names_the_spatial_augmentation_only_where_it_is_on():
+    # the paper's recipe keeps the settings it had before the variant existed: its trainings resume with --c
+    paper = UpAttLLSTMTraining.augmentation_settings(nnUNetTrainerUpAttLLSTM)
+    assert paper == {"flip_probability_per_axis": 0.4, "gaussian_noise_probability": 0.4}
+    spatial = UpAttLLSTMTraining.augmentation_settings(nnUNetTrainerUpAttLLSTMSpatialDAGradualDrop)
+    assert spatial["inplane_spatial"] == {"rotation_probability": 0.2, "rotation_radians": [-np.pi, np.pi],
+                                          "scaling_probability": 0.2, "scaling": [0.7, 1.4]}
 
 
 # ---------------------------------------------------------------------------------------------- optimizer

@@ -215,13 +215,18 @@ class UpAttLLSTMTraining:
                                   "crops_per_image": self.crops_per_image,
                                   "training_patch_size": self.training_patch_size},
                 "optimizer": self.optimizer_settings.as_dict(),
-                "augmentation": {"flip_probability_per_axis": AUGMENTATION_PROBABILITY,
-                                 "gaussian_noise_probability": AUGMENTATION_PROBABILITY,
-                                 "inplane_spatial": ({"rotation_probability": SPATIAL_PROBABILITY,
-                                                      "rotation_radians": list(INPLANE_ROTATION),
-                                                      "scaling_probability": SPATIAL_PROBABILITY,
-                                                      "scaling": list(SCALING_RANGE)}
-                                                     if self.spatial_augmentation else None)}}
+                "augmentation": self.augmentation_settings()}
+
+    def augmentation_settings(self) -> Dict:
+        # the paper's recipe records what it recorded before the spatial variant existed, so that its trainings
+        # still resume with --c (the settings file must match)
+        settings = {"flip_probability_per_axis": AUGMENTATION_PROBABILITY,
+                    "gaussian_noise_probability": AUGMENTATION_PROBABILITY}
+        if self.spatial_augmentation:
+            settings["inplane_spatial"] = {"rotation_probability": SPATIAL_PROBABILITY,
+                                           "rotation_radians": list(INPLANE_ROTATION),
+                                           "scaling_probability": SPATIAL_PROBABILITY, "scaling": list(SCALING_RANGE)}
+        return settings
 
     @property
     def training_patch_size(self) -> List[int]:
