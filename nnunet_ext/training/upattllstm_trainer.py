@@ -10,7 +10,8 @@ What differs from nnUNetTrainer, and why:
     nnU-Net's SGD collapsed the attention), and per-epoch attention diagnostics in the training log (the residual
     gains and the attention entropy, beside nnU-Net's pseudo Dice);
   * augmentation is the paper's: flips along each of the three axes and Gaussian noise, each with probability
-    0.4, instead of nnU-Net's rotations, scaling, blur, contrast and gamma;
+    0.4, instead of nnU-Net's rotations, scaling, blur, contrast and gamma (the SpatialDA variants add nnU-Net's
+    in-plane rotation and scaling before them);
   * the GradualDrop variant adds gradual modality dropout of PHASE (drop probability 0.5, schedule 'paper'),
     from scratch or as a fine-tune with `-pretrained_weights` (the paper adds 400 epochs).
 The network itself comes from the plans (`nnunet_ext_plan_upattllstm`), so one trainer serves all ablations.
@@ -25,9 +26,9 @@ from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
 from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
-from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
 from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
@@ -251,8 +252,8 @@ class UpAttLLSTMTraining:
         if self.slice_axis != 0:
             raise ValueError(f"{self.__class__.__name__}: the in-plane spatial augmentation needs the slices on the "
                              f"patch's first axis, got slice_axis {self.slice_axis}")
-        # nnU-Net's loaded patch for an in-plane rotation: large enough that the rotated, scaled final patch
-        # stays inside it; slices as they are
+        # nnU-Net's own sizing of the loaded patch for an in-plane rotation (it undersizes some angles: the corners
+        # it misses are zero-padded, as in nnU-Net); slices as they are
         initial_patch_size = [int(patch_size[0])] + [int(v) for v in get_patch_size(
             patch_size, INPLANE_ROTATION, INPLANE_ROTATION, INPLANE_ROTATION, INITIAL_PATCH_SCALING)[1:]]
         return INPLANE_ROTATION, True, initial_patch_size, mirror_axes
