@@ -78,18 +78,24 @@ class _Case:
         return self.data, self.seg, None, {"class_locations": {1: np.argwhere(self.seg == 1)}}
 
 
+def _clot_positions(loader: ClotPairDataLoader, in_plane: slice = slice(None), batches: int = 200) -> np.ndarray:
+    """The top-left voxel of the clot in each batch's clot crop (its `in_plane` window), checking that every
+    clot-free crop holds no clot voxel and every clot crop holds one."""
+    positions = []
+    for _ in range(batches):
+        target = np.asarray(loader.generate_train_batch()["target"])[:, 0, :, in_plane, in_plane]
+        assert not (target[0] == 1).any()
+        clot = np.argwhere(target[1] == 1)
+        assert len(clot) > 0
+        positions.append(clot.min(axis=0))
+    return np.array(positions)
+
+
 def test_loader_spreads_the_clot_over_the_crop_and_keeps_clot_slices_out_of_the_others():
     np.random.seed(0)
     labels = LabelManager({"background": 0, "clot": 1}, regions_class_order=None)
     loader = ClotPairDataLoader(_Case(), 2, (6, 16, 16), (6, 16, 16), labels, oversample_foreground_percent=0.5)
-    positions = []
-    for _ in range(200):
-        target = np.asarray(loader.generate_train_batch()["target"])
-        assert not (target[0] == 1).any()  # the clot-free crop holds no clot voxel
-        clot = np.argwhere(target[1, 0] == 1)
-        assert len(clot) > 0
-        positions.append(clot.min(axis=0))
-    positions = np.array(positions)
+    positions = _clot_positions(loader)
     # the clot's top-left pixel within the 16 x 16 crop: every position a crop inside the image allows, not a
     # constant offset (nnU-Net centres the chosen voxel: 7 or 8 every time). Rows 30-31 of 40: corners 15..24, so
     # rows 6..15 of the crop; columns 10-11: corners 0..11, so columns 0..10 (corner 11 keeps only column 11)
@@ -127,14 +133,7 @@ def test_with_a_larger_loaded_patch_the_clot_lies_anywhere_in_the_centred_final_
     labels = LabelManager({"background": 0, "clot": 1}, regions_class_order=None)
     # loaded 24 x 24 in-plane for a final 16 x 16 (offset 4): the clot must land in the final patch, anywhere
     loader = ClotPairDataLoader(_Case(), 2, (6, 24, 24), (6, 16, 16), labels, oversample_foreground_percent=0.5)
-    positions = []
-    for _ in range(200):
-        target = np.asarray(loader.generate_train_batch()["target"])[:, 0, :, 4:20, 4:20]
-        assert not (target[0] == 1).any()
-        clot = np.argwhere(target[1] == 1)
-        assert len(clot) > 0
-        positions.append(clot.min(axis=0))
-    positions = np.array(positions)
+    positions = _clot_positions(loader, slice(4, 20))
     # final corners may now reach the image border (nnU-Net pads the loaded patch by half the difference):
     # rows 30-31 of 40 sit at rows 6..15 of the final patch, columns 10-11 at columns 0..10, as without padding
     assert set(positions[:, 1].tolist()) == set(range(6, 16))
