@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def pooled_dice(counts: Dict[str, List[int]]) -> float:
     return 2 * tp / (2 * tp + wrong) if tp + wrong else 1.0
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="the harness workdir (nnUNet_raw, _preprocessed, _results)")
     parser.add_argument("--plans", required=True)
@@ -104,23 +104,18 @@ def main() -> None:
     parser.add_argument("--zoom", type=float, nargs="*", default=[],
                         help="also evaluate both splits with the crops resampled in-plane by F")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    fold_folder = os.path.join(args.workdir, "nnUNet_results", args.dataset,
-                               f"{args.trainer}__{args.plans}__3d_fullres", f"fold_{args.fold}")
-    scratch = tempfile.mkdtemp(prefix="clot_crop_outcomes_")
-    copy = os.path.join(scratch, args.dataset, f"{args.trainer}__{args.plans}__3d_fullres", f"fold_{args.fold}")
-    os.makedirs(copy)
-    for name in args.checkpoints:
-        shutil.copy(os.path.join(fold_folder, name), copy)
+
+def build_trainer(args: argparse.Namespace, results_root: str):
+    """The finished training's trainer (its plans, dataset and fold in the harness workdir), initialised on CPU
+    with its results folder under `results_root` (a scratch copy: the training folder gets no log of ours)."""
     os.environ.update(nnUNet_raw=os.path.join(args.workdir, "nnUNet_raw"),
                       nnUNet_preprocessed=os.path.join(args.workdir, "nnUNet_preprocessed"),
-                      nnUNet_results=scratch, nnUNet_n_proc_DA="0", nnUNet_compile="false")
+                      nnUNet_results=results_root, nnUNet_n_proc_DA="0", nnUNet_compile="false")
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
-    from nnunet_ext.data.splits import write_json_files
     from nnunet_ext.paths import trainer_dir
-    from nnunet_ext.provenance import provenance
     preprocessed = os.path.join(os.environ["nnUNet_preprocessed"], args.dataset)
     plans = load_json(os.path.join(preprocessed, f"{args.plans}.json"))
     plans["continue_training"] = False  # nnUNetTrainer reads this key since nnunetv2 2.8
@@ -129,6 +124,42 @@ def main() -> None:
     trainer = trainer_class(plans, "3d_fullres", args.fold, load_json(os.path.join(preprocessed, "dataset.json")),
                             torch.device("cpu"))
     trainer.initialize()
+    return trainer
+
+
+def checkpoint_results(network: torch.nn.Module, name: str, checkpoint: Dict, loaders: Dict, runs: List[Tuple],
+                       noise_level: torch.Tensor, seed: int) -> Dict[str, Dict]:
+    """One checkpoint's outcomes for every (split, batches, noise factor or None, zoom) of `runs`, printed."""
+    network.load_state_dict(checkpoint["network_weights"])
+    network.eval()
+    results = {}
+    for split, batches, noise, zoom in runs:
+        counts = crop_outcomes(network, loaders[split], batches, seed,
+                               None if noise is None else noise_level * noise, zoom)
+        label = split + (f", noise x{noise:g}" if noise is not None else "") + (f", zoom x{zoom:g}"
+                                                                                 if zoom != 1 else "")
+        clot, free = counts["clot"], counts["clot_free"]
+        line = (f"{name} (epoch {checkpoint['current_epoch']}) {label}: clot crops {clot[0]}: TP {clot[1]} "
+                f"FP {clot[2]} FN {clot[3]}; clot-free crops {free[0]}: FP {free[2]}; pooled Dice "
+                f"{pooled_dice(counts):.3f}")
+        print(line, flush=True)
+        results[f"{name} {label}"] = {"epoch": checkpoint["current_epoch"], "counts": counts,
+                                      "pooled_dice": round(pooled_dice(counts), 4), "line": line}
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    folder_name = f"{args.trainer}__{args.plans}__3d_fullres"
+    fold_folder = os.path.join(args.workdir, "nnUNet_results", args.dataset, folder_name, f"fold_{args.fold}")
+    scratch = tempfile.mkdtemp(prefix="clot_crop_outcomes_")
+    copy = os.path.join(scratch, args.dataset, folder_name, f"fold_{args.fold}")
+    os.makedirs(copy)
+    for name in args.checkpoints:
+        shutil.copy(os.path.join(fold_folder, name), copy)
+    trainer = build_trainer(args, scratch)
+    from nnunet_ext.data.splits import write_json_files
+    from nnunet_ext.provenance import provenance
     loaders = dict(zip(("training", "validation"), trainer.get_dataloaders()))
     report = {"fold_folder": fold_folder, "trainer": args.trainer, "plans": args.plans, "results": {},
               "provenance": provenance(seed=args.seed, command=" ".join([os.path.basename(sys.executable)] + sys.argv))}
@@ -141,20 +172,8 @@ def main() -> None:
             + [(split, batches, None, f) for f in args.zoom for split, batches in SPLITS])
     for name in args.checkpoints:
         checkpoint = torch.load(os.path.join(copy, name), map_location="cpu", weights_only=False)
-        trainer.network.load_state_dict(checkpoint["network_weights"])
-        trainer.network.eval()
-        for split, batches, noise, zoom in runs:
-            counts = crop_outcomes(trainer.network, loaders[split], batches, args.seed,
-                                   None if noise is None else noise_level * noise, zoom)
-            split = split + (f", noise x{noise:g}" if noise is not None else "") + (f", zoom x{zoom:g}"
-                                                                                     if zoom != 1 else "")
-            clot, free = counts["clot"], counts["clot_free"]
-            line = (f"{name} (epoch {checkpoint['current_epoch']}) {split}: clot crops {clot[0]}: TP {clot[1]} "
-                    f"FP {clot[2]} FN {clot[3]}; clot-free crops {free[0]}: FP {free[2]}; pooled Dice "
-                    f"{pooled_dice(counts):.3f}")
-            print(line, flush=True)
-            report["results"][f"{name} {split}"] = {"epoch": checkpoint["current_epoch"], "counts": counts,
-                                                   "pooled_dice": round(pooled_dice(counts), 4), "line": line}
+        report["results"].update(checkpoint_results(trainer.network, name, checkpoint, loaders, runs, noise_level,
+                                                    args.seed))
     shutil.rmtree(scratch)
     if args.out:
         write_json_files({args.out: report})
