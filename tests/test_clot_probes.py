@@ -1,5 +1,9 @@
-"""The probes of benchmarks/clot_crop_outcomes.py that located UpAttLLSTM's validation collapse (a learned clot
-size / width, benchmarks/results/pilots/up_spatial_da): crops resampled in-plane, noise levels, outcome counts."""
+"""The probes that located UpAttLLSTM's validation collapse (a learned clot size / width,
+benchmarks/results/pilots/up_spatial_da): benchmarks/clot_crop_outcomes.py's crops resampled in-plane, noise levels
+and outcome counts, and benchmarks/clot_shapes.py's clot lengths and widths."""
+import os
+
+import numpy as np
 import pytest
 import torch
 
@@ -61,3 +65,48 @@ def test_crop_outcomes_count_by_hand_and_a_zoom_changes_what_is_found(probes):
     # at (7, 7) lands at 14..15, off the crop
     zoomed = probes.crop_outcomes(_Threshold(), iter([{"data": data, "target": target}]), 1, seed=0, zoom=2.0)
     assert zoomed == {"clot": [1, 16, 0, 8], "clot_free": [1, 0, 0, 0]}
+
+
+@pytest.fixture(scope="module")
+def shapes(benchmark_module):
+    return benchmark_module("clot_shapes")
+
+
+def test_slice_shape_measures_a_block_a_pixel_and_a_diagonal_by_hand(shapes):
+    block = np.zeros((8, 8), bool)
+    block[2:4, 1:6] = True  # 2 rows x 5 columns: variance along (5^2 - 1) / 12 = 2, across (2^2 - 1) / 12
+    assert shapes.slice_shape(block) == pytest.approx({"pixels": 10, "length": 5.0, "width": 2.0, "across_sd": 0.5})
+    single = np.zeros((3, 3), bool)
+    single[1, 1] = True
+    assert shapes.slice_shape(single) == pytest.approx({"pixels": 1, "length": 1.0, "width": 1.0, "across_sd": 0.0})
+    diagonal = np.eye(3, dtype=bool)  # covariance [[2/3, 2/3], [2/3, 2/3]]: eigenvalues 4/3 and 0
+    assert shapes.slice_shape(diagonal) == pytest.approx(
+        {"pixels": 3, "length": 17 ** 0.5, "width": 3 / 17 ** 0.5, "across_sd": 0.0})
+    with pytest.raises(ValueError, match="no pixel"):
+        shapes.slice_shape(np.zeros((3, 3), bool))
+
+
+def test_dataset_shapes_reads_each_training_clot_slice_with_the_split_roles(shapes, tmp_path):
+    import json
+    import nibabel as nib
+    label = np.zeros((6, 6, 3), np.uint8)  # (rows, columns, slices)
+    label[1:4, 2, 0] = 1  # slice 0: a 3-pixel line
+    label[0:2, 0:2, 2] = 1  # slice 2: a 2 x 2 block; slice 1 holds nothing
+    for folder, case in (("labelsTr", "clot_A_000"), ("labelsTr", "clot_A_001"), ("labelsTs", "clot_A_002")):
+        os.makedirs(tmp_path / folder, exist_ok=True)
+        nib.save(nib.Nifti1Image(label if case != "clot_A_001" else np.zeros_like(label), np.eye(4)),
+                 str(tmp_path / folder / f"{case}.nii.gz"))
+    splits = tmp_path / "splits_final.json"
+    splits.write_text(json.dumps([{"train": ["clot_A_001"], "val": ["clot_A_000"]}]))
+    found = shapes.dataset_shapes(str(tmp_path), shapes.split_roles(str(splits), 0))
+    assert {case: entry["role"] for case, entry in found.items()} == {  # the test label is not read
+        "clot_A_000": "validation", "clot_A_001": "training"}
+    assert found["clot_A_001"]["slices"] == []
+    line, block = found["clot_A_000"]["slices"]
+    assert (line["slice"], line["pixels"], line["length"], line["width"]) == pytest.approx((0, 3, 3.0, 1.0))
+    assert (block["slice"], block["pixels"], block["length"], block["width"]) == pytest.approx((2, 4, 2.0, 2.0))
+    assert shapes.dataset_shapes(str(tmp_path))["clot_A_000"]["role"] == "training"  # no split given
+    with pytest.raises(ValueError, match="no fold 1"):
+        shapes.split_roles(str(splits), 1)
+    with pytest.raises(FileNotFoundError, match="no labelsTr"):
+        shapes.dataset_shapes(str(tmp_path / "labelsTs"))
