@@ -55,10 +55,13 @@ def zoom_in_plane(volumes: torch.Tensor, factor: float, mode: str = "trilinear")
 
 
 def crop_outcomes(network: torch.nn.Module, loader, batches: int, seed: int,
-                  added_noise: Optional[torch.Tensor] = None, zoom: float = 1.0) -> Dict[str, List[int]]:
+                  added_noise: Optional[torch.Tensor] = None, zoom: float = 1.0,
+                  per_case: Optional[Dict[str, Dict[str, List[int]]]] = None) -> Dict[str, List[int]]:
     """{"clot": [crops, tp, fp, fn], "clot_free": [...]} over `batches` batches of `loader`; `added_noise`: a
     standard deviation per channel of Gaussian noise added to every crop before the network sees it; `zoom`: the
-    crops (image and label) resampled in-plane by this factor first."""
+    crops (image and label) resampled in-plane by this factor first; `per_case`: a dict that receives the same
+    counts per case (the batches' "keys", nnU-Net's case identifiers), so that one large clot does not decide a pooled
+    Dice alone."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     counts = {"clot": [0, 0, 0, 0], "clot_free": [0, 0, 0, 0]}
@@ -72,13 +75,17 @@ def crop_outcomes(network: torch.nn.Module, loader, batches: int, seed: int,
         target = batch["target"]
         target = target if target.ndim == predicted.ndim + 1 else target[:, None]
         target = (zoom_in_plane((target == 1).float(), zoom) > 0.5)[:, 0].long()
-        for p, t in zip(predicted, target):
+        for index, (p, t) in enumerate(zip(predicted, target)):
             kind = "clot" if bool((t > 0).any()) else "clot_free"
-            row = counts[kind]
-            row[0] += 1
-            row[1] += int(((p == 1) & (t == 1)).sum())
-            row[2] += int(((p == 1) & (t != 1)).sum())
-            row[3] += int(((p != 1) & (t == 1)).sum())
+            outcome = [1, int(((p == 1) & (t == 1)).sum()), int(((p == 1) & (t != 1)).sum()),
+                       int(((p != 1) & (t == 1)).sum())]
+            rows = [counts[kind]]
+            if per_case is not None:
+                case = str(batch["keys"][index])
+                rows.append(per_case.setdefault(case, {"clot": [0, 0, 0, 0], "clot_free": [0, 0, 0, 0]})[kind])
+            for row in rows:
+                for position, value in enumerate(outcome):
+                    row[position] += value
     return counts
 
 
@@ -134,17 +141,23 @@ def checkpoint_results(network: torch.nn.Module, name: str, checkpoint: Dict, lo
     network.eval()
     results = {}
     for split, batches, noise, zoom in runs:
+        per_case: Dict[str, Dict[str, List[int]]] = {}
         counts = crop_outcomes(network, loaders[split], batches, seed,
-                               None if noise is None else noise_level * noise, zoom)
+                               None if noise is None else noise_level * noise, zoom, per_case)
         label = split + (f", noise x{noise:g}" if noise is not None else "") + (f", zoom x{zoom:g}"
                                                                                  if zoom != 1 else "")
         clot, free = counts["clot"], counts["clot_free"]
         line = (f"{name} (epoch {checkpoint['current_epoch']}) {label}: clot crops {clot[0]}: TP {clot[1]} "
                 f"FP {clot[2]} FN {clot[3]}; clot-free crops {free[0]}: FP {free[2]}; pooled Dice "
                 f"{pooled_dice(counts):.3f}")
+        if split == "validation":  # a handful of cases: each one's own pooled Dice
+            line += "; per case: " + ", ".join(f"{case} {pooled_dice(c):.2f} ({c['clot'][0]}+{c['clot_free'][0]})"
+                                               for case, c in sorted(per_case.items()))
         print(line, flush=True)
         results[f"{name} {label}"] = {"epoch": checkpoint["current_epoch"], "counts": counts,
-                                      "pooled_dice": round(pooled_dice(counts), 4), "line": line}
+                                      "pooled_dice": round(pooled_dice(counts), 4), "line": line,
+                                      "per_case": {case: {**c, "pooled_dice": round(pooled_dice(c), 4)}
+                                                   for case, c in sorted(per_case.items())}}
     return results
 
 

@@ -65,6 +65,14 @@ def test_crop_outcomes_count_by_hand_and_a_zoom_changes_what_is_found(probes):
     # at (7, 7) lands at 14..15, off the crop
     zoomed = probes.crop_outcomes(_Threshold(), iter([{"data": data, "target": target}]), 1, seed=0, zoom=2.0)
     assert zoomed == {"clot": [1, 16, 0, 8], "clot_free": [1, 0, 0, 0]}
+    # per case: the batches' keys name each crop's case; the totals are the same with or without
+    per_case = {}
+    keyed = iter([{"data": data, "target": target, "keys": ["case_x", "case_y"]},
+                  {"data": data, "target": target, "keys": ["case_y", "case_y"]}])
+    assert probes.crop_outcomes(_Threshold(), keyed, 2, seed=0, per_case=per_case) == {
+        "clot": [2, 8, 0, 4], "clot_free": [2, 0, 2, 0]}
+    assert per_case == {"case_x": {"clot": [0, 0, 0, 0], "clot_free": [1, 0, 1, 0]},
+                        "case_y": {"clot": [2, 8, 0, 4], "clot_free": [1, 0, 1, 0]}}
 
 
 @pytest.fixture(scope="module")
