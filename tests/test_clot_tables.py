@@ -117,6 +117,7 @@ def test_a_workdir_profile_stored_before_a_field_existed_is_the_same_profile_wit
     assert not same_profile(stored, ClotProfile(**{**QUICK.__dict__, "clot_augmentation": "inplane"}))
     assert not same_profile({**stored, "epochs": 400}, QUICK)
     assert not same_profile({**stored, "unknown": 1}, QUICK)
+    assert not same_profile(stored, ClotProfile(**{**QUICK.__dict__, "validation_cases": 4}))
 
 
 def test_paper_numbers_are_rates():
@@ -140,6 +141,7 @@ def test_bad_table_or_model_is_named(table, models, message):
     ({"lesion_source": "atlas"}, "lesion_source must be 'model' or 'reference'"),
     ({"preset": "medium"}, "unknown clot cohort preset 'medium'; presets: easy, hard"),
     ({"runs": 0}, "runs must be a whole number >= 1, got 0"),
+    ({"validation_cases": 0}, "validation_cases must be a whole number >= 1, got 0"),
     ({"gradual_init": "warm"}, "gradual_init must be 'pretrained' or 'scratch'"),
     ({"slices": ((6, 10), (8, 14))}, "exactly one slice count must stand for the paper's 12"),
 ])
@@ -176,11 +178,26 @@ def test_min_size_is_the_papers_area_at_the_cohorts_pixel(profile, pixel_area, n
 def test_validation_split_keeps_one_case_out_in_every_runs_fold():
     assert validation_split(["b", "c", "a"]) == [{"train": ["b", "c"], "val": ["a"]}]
     assert validation_split(["b", "c", "a"], 3) == [{"train": ["b", "c"], "val": ["a"]}] * 3
-    with pytest.raises(ValueError, match="at least 2 training cases"):
+    with pytest.raises(ValueError, match="need more than 1 training case\\(s\\) to validate on 1 .*, got 1"):
         validation_split(["a"])
     assert [run_fold(r) for r in (1, 2, 3)] == [0, 1, 2]
     with pytest.raises(ValueError, match="runs are numbered from 1, got 0"):
         run_fold(0)
+
+
+def test_validation_split_spreads_several_validation_cases_over_the_sorted_cases():
+    # the pilot's split (benchmarks/results/pilots/up_validation_split): every fourth of 16, from the first
+    cases = [f"clot_{c}_{i:03d}" for c in "BA" for i in range(8)]
+    (fold,) = validation_split(cases, 1, 4)
+    assert fold["val"] == ["clot_A_000", "clot_A_004", "clot_B_000", "clot_B_004"]
+    assert fold["train"] == sorted(set(cases) - set(fold["val"])) and len(fold["train"]) == 12
+    # 7 cases, 3 validated on: every second (7 // 3 = 2), the first three of those
+    assert validation_split(list("gfedcba"), 2, 3) == [{"train": list("bdfg"), "val": list("ace")}] * 2
+    with pytest.raises(ValueError, match="need more than 3 training case\\(s\\) to validate on 3 .*, got 3"):
+        validation_split(["a", "b", "c"], 1, 3)
+    with pytest.raises(ValueError, match="validation_cases must be >= 1, got 0"):
+        validation_split(["a", "b"], 1, 0)
+
 
 
 # ---------------------------------------------------------------------------------------------- metrics and report
@@ -541,6 +558,17 @@ def test_ci_rerun_runs_nothing_and_report_only_names_missing_runs(ci_run, capsys
     assert not os.path.exists(os.path.join(workdir, "cmp.md"))
 
 
+def test_cli_validation_cases_are_checked_and_part_of_the_workdirs_profile(tmp_path):
+    with pytest.raises(SystemExit, match="validation_cases must be a whole number >= 1, got 0"):
+        reproduce_clot.main([*TABLE6, "--workdir", str(tmp_path / "a"), "--validation-cases", "0", "--report-only"])
+    assert not os.path.exists(tmp_path / "a")
+    with pytest.raises(SystemExit, match="no finished run"):  # the workdir is made with the profile's 1 case
+        reproduce_clot.main([*TABLE6, "--workdir", str(tmp_path / "b"), "--report-only"])
+    assert json.load(open(tmp_path / "b" / "clot" / "profile.json"))["validation_cases"] == 1
+    with pytest.raises(SystemExit, match="holds the clot runs of profile 'ci' with other settings"):
+        reproduce_clot.main([*TABLE6, "--workdir", str(tmp_path / "b"), "--validation-cases", "2", "--report-only"])
+
+
 def test_cli_rejects_runs_beyond_the_profile(tmp_path):
     with pytest.raises(SystemExit, match="runs to compute must be 1..2 \\(profile 'ci'\\), got 3"):
         reproduce_clot.main([*TABLE6, "--workdir", str(tmp_path), "--runs", "3"])
@@ -565,3 +593,6 @@ def test_validation_note_names_the_runs_whose_training_log_was_not_found():
     assert validation_note({}, ["LLSTM_s8 run 2 (f)"]).startswith(
         "Validation pseudo Dice during training (nnU-Net's, on the one validation case; every model predicts with "
         "its checkpoint_best.pth): none read. No training log")
+    assert validation_note({"UpAttLLSTM_s8": [(1, course)]}, validation_cases=4).startswith(
+        "Validation pseudo Dice during training (nnU-Net's, on 4 validation cases; every model predicts with its "
+        "checkpoint_best.pth): UpAttLLSTM_s8: run 1 best 0.50")

@@ -22,6 +22,7 @@ import argparse
 import os
 import shlex
 import sys
+from dataclasses import replace
 from typing import List, Optional
 
 from nnunet_ext.experiments.clot.harness import ClotHarness
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=None, metavar="K",
                         help="compute runs 1..K only (default: all of the profile's); later runs are reported where "
                              "finished and named as missing otherwise")
+    parser.add_argument("--validation-cases", type=int, default=None, metavar="K",
+                        help="training cases validated on (nnU-Net's pseudo Dice, checkpoint_best.pth), the rest "
+                             "trained on (default: the profile's, 1); part of the profile a workdir is made with")
     parser.add_argument("--easy-results", default=None, metavar="PREFIX",
                         help="another run of the tables to show beside the rows: <PREFIX>_table<N>.json (e.g. "
                              "benchmarks/results/clot_quick, one run per row on the `easy` preset)")
@@ -107,11 +111,13 @@ def _write_tables(harness: ClotHarness, reports: dict, args: argparse.Namespace,
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = _parser().parse_args(argv)
-    profile = CLOT_PROFILES[args.profile]
     tables = list(dict.fromkeys(args.table))
     command = shlex.join(["nnunet_ext_reproduce_clot", *(sys.argv[1:] if argv is None else argv)])
     outcome = StagesOutcome()
     try:
+        profile = CLOT_PROFILES[args.profile]
+        if args.validation_cases is not None:
+            profile = replace(profile, validation_cases=args.validation_cases)
         chosen = models_per_table(tables, args.models)
         harness = ClotHarness(args.workdir, profile, log=lambda m: print(m, flush=True), command=command)
         for table in tables:

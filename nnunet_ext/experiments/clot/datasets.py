@@ -56,16 +56,23 @@ def derive_lesion_dataset(source: str, raw_root: str, dataset_id: int, name: str
     return os.path.join(raw_root, folder_name)
 
 
-def validation_split(cases: Sequence[str], runs: int = 1) -> List[Dict[str, List[str]]]:
-    """One fold per run, every fold the same: one validation case, the rest trained on. nnU-Net's 5-fold split
-    would keep a fifth of a small cohort out of training, and the harness evaluates on the held-out test cases
-    itself (the final validation is skipped); the folds only give every run its own nnU-Net results folder."""
+def validation_split(cases: Sequence[str], runs: int = 1, validation_cases: int = 1) -> List[Dict[str, List[str]]]:
+    """One fold per run, every fold the same: `validation_cases` cases validated on (every (n // k)-th of the sorted
+    cases, from the first: spread over the centers, whose names sort together), the rest trained on. nnU-Net's
+    5-fold split would keep a fifth of a small cohort out of training, and the harness evaluates on the held-out
+    test cases itself (the final validation is skipped); the folds give every run its own nnU-Net results folder,
+    and the validation cases decide nnU-Net's checkpoint_best.pth. One validation case lets a single clot decide
+    that choice (benchmarks/results/pilots/up_validation_split)."""
     ordered = sorted(cases)
-    if len(ordered) < 2:
-        raise ValueError(f"need at least 2 training cases for a training and a validation case, got {len(ordered)}")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    return [{"train": ordered[1:], "val": ordered[:1]} for _ in range(runs)]
+    if validation_cases < 1:
+        raise ValueError(f"validation_cases must be >= 1, got {validation_cases}")
+    if len(ordered) <= validation_cases:
+        raise ValueError(f"need more than {validation_cases} training case(s) to validate on {validation_cases} and "
+                         f"train on the rest, got {len(ordered)}")
+    validation = ordered[::len(ordered) // validation_cases][:validation_cases]
+    return [{"train": [c for c in ordered if c not in validation], "val": validation} for _ in range(runs)]
 
 
 def run_fold(run: int) -> int:

@@ -294,7 +294,8 @@ class ClotHarness:
                 elif any(os.path.isfile(self.result_path(row, run)) for row in its_rows):
                     unread.append(f"{network.key} run {run} ({folder})")
             courses[network.key] = runs
-        return [validation_note(courses, unread)] if any(courses.values()) or unread else []
+        return ([validation_note(courses, unread, self.profile.validation_cases)]
+                if any(courses.values()) or unread else [])
 
     def _dwi_swap_notes(self, rows: Sequence[Row]) -> List[str]:
         """One note per attention model of the table: does it use DWI (its predictions with another case's DWI)?"""

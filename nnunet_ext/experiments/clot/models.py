@@ -106,9 +106,9 @@ class ClotModels:
         splits = os.path.join(preprocessed, "splits_final.json")
         if not os.path.isfile(splits):
             cases = [f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")) if f.endswith(".nii.gz")]
-            self.workspace.note(f"write {splits} ({self.profile.runs} identical folds, one per run, one validation "
-                                "case)")
-            write_splits(validation_split(cases, self.profile.runs), splits)
+            self.workspace.note(f"write {splits} ({self.profile.runs} identical folds, one per run, "
+                                f"{self.profile.validation_cases} validation case(s))")
+            write_splits(validation_split(cases, self.profile.runs, self.profile.validation_cases), splits)
         return raw
 
     def ensure_plans(self, network: Network) -> None:

@@ -71,6 +71,9 @@ class ClotProfile:
     # augmentation of the clot networks: 'paper' (flips and noise) or 'inplane' (nnU-Net's in-plane rotation and
     # scaling before them: the UpAttLLSTMSpatialDA trainers); the 3D nnU-Net rows keep nnU-Net's own
     clot_augmentation: str = "paper"
+    # cases of the training centers validated on (nnU-Net's pseudo Dice and checkpoint_best.pth); the rest trained
+    # on. 1 keeps the most for training but lets one clot decide the checkpoint (pilots/up_validation_split)
+    validation_cases: int = 1
 
     def __post_init__(self):
         if self.preset not in CLOT_PRESETS:
@@ -84,6 +87,8 @@ class ClotProfile:
         if self.clot_augmentation not in CLOT_AUGMENTATIONS:
             raise ValueError(f"clot_augmentation must be one of {', '.join(CLOT_AUGMENTATIONS)}, got "
                              f"{self.clot_augmentation!r}")
+        if not isinstance(self.validation_cases, int) or self.validation_cases < 1:
+            raise ValueError(f"validation_cases must be a whole number >= 1, got {self.validation_cases!r}")
         if [paper for _, paper in self.slices].count(12) != 1:
             raise ValueError(f"exactly one slice count must stand for the paper's 12, got {self.slices}")
 

@@ -160,12 +160,13 @@ def lesion_note(trainer: str, dice: Sequence[Optional[float]]) -> str:
 
 
 def validation_note(courses: Mapping[str, Sequence[Tuple[int, ValidationCourse]]],
-                    unread: Sequence[str] = ()) -> str:
+                    unread: Sequence[str] = (), validation_cases: int = 1) -> str:
     """Network key -> (run, its training's validation course) for the trained runs, and the runs with results whose
-    training log was not found (`unread`), as one note."""
+    training log was not found (`unread`), as one note; `validation_cases`: how many cases the pseudo Dice is on."""
     parts = [f"{key}: " + "; ".join(f"run {run} {course.text()}" for run, course in runs)
              for key, runs in courses.items() if runs]
-    text = ("Validation pseudo Dice during training (nnU-Net's, on the one validation case; every model predicts "
+    cases = "the one validation case" if validation_cases == 1 else f"{validation_cases} validation cases"
+    text = (f"Validation pseudo Dice during training (nnU-Net's, on {cases}; every model predicts "
             f"with its {PREDICTION_CHECKPOINT}): " + (". ".join(parts) if parts else "none read") + ".")
     if unread:
         text += (" No training log with a pseudo Dice was found for " + "; ".join(unread) +
