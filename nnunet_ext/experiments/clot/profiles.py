@@ -43,8 +43,9 @@ MIN_SIZE = "Min"          # the min-size step: first in every post-processed cha
 # Every model of the tables predicts (and the fine-tune starts) from nnU-Net's checkpoint_best.pth: the epoch of the
 # best moving average of the validation pseudo Dice (nnU-Net saves it during training). Chosen on the validation
 # split (pilots/clot_training): UpAttLLSTM's validation pseudo Dice peaks early (~0.6 around epoch 60-110) and then
-# decays towards 0 while its training loss keeps falling: the network learns to reject the one validation clot, the
-# widest of the 16, as wide as the cohort's veins (pilots/up_spatial_da); the paper fine-tunes "the best UpAttLLSTM".
+# decays towards 0 while its training loss keeps falling: mostly the network learning to reject the one validation
+# clot, the widest of the 16, as wide as the cohort's veins (pilots/up_spatial_da; on 4 validation cases the fall is
+# a third: pilots/up_validation_split); the paper fine-tunes "the best UpAttLLSTM".
 # One rule for every row, nnU-Net and the lesion model included.
 PREDICTION_CHECKPOINT = "checkpoint_best.pth"
 

@@ -74,8 +74,10 @@ CLOT_TRAINING_NOTE = (
     "benchmarks/results/before_sampling_fix/. Every model here (nnU-Net and the lesion model included) predicts "
     f"with nnU-Net's {PREDICTION_CHECKPOINT} (the best moving average of the validation pseudo Dice), and the "
     "gradual-dropout fine-tune starts from UpAttLLSTM's (the paper: 'the best UpAttLLSTM'): chosen on the validation "
-    "split, where UpAttLLSTM's pseudo Dice falls after its peak: it learns to reject the one validation clot, the "
-    "widest of the 16 clots, as wide as a vein (benchmarks/results/pilots/up_spatial_da).")
+    "split, where UpAttLLSTM's pseudo Dice falls after its peak: mostly because it learns to reject the one "
+    "validation clot, the widest of the 16 clots, as wide as a vein (benchmarks/results/pilots/up_spatial_da); "
+    "validated on 4 cases instead, the same recipe's pseudo Dice falls by a third, not to 0 (moderate over-fitting; "
+    "benchmarks/results/pilots/up_validation_split).")
 
 
 def setting_notes(table: int, profile: ClotProfile) -> List[str]:
